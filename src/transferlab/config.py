@@ -1,0 +1,234 @@
+"""Run configuration: YAML files validated by pydantic, with ``--set a.b=c`` overrides.
+
+A config file may name a ``base:`` file (relative to itself) whose values it extends, so the digits
+configs share one file per task and add only their method section. Every validation problem
+becomes a single :class:`~transferlab.errors.ConfigError` that names the key, says what is wrong,
+suggests the closest valid key for a typo, and lists the valid choices.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+
+from .errors import ConfigError
+from .registry import closest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DomainConfig(_Strict):
+    name: str
+    """A registered dataset (``transferlab datasets list``)."""
+    part: str = "train"
+    """A split (train/test) or a domain (amazon, webcam, ...)."""
+
+
+class DataConfig(_Strict):
+    root: str | None = None
+    """Data root; default: ``$TRANSFERLAB_DATA`` or ``~/.cache/transferlab/data``."""
+    source: DomainConfig
+    target: DomainConfig
+    test: DomainConfig | None = None
+    """Labelled target data the final model is evaluated on; default: the target's ``test`` part."""
+    image_size: PositiveInt | None = None
+    """Resize images to this square size; ``null`` keeps the stored size."""
+    channels: Literal[1, 3] = 1
+    mean: list[float] = Field(default_factory=lambda: [0.5])
+    std: list[PositiveFloat] = Field(default_factory=lambda: [0.5])
+    batch_size: PositiveInt = 128
+    """Per domain and per process: each step sees batch_size source + batch_size target samples."""
+    eval_batch_size: PositiveInt = 1024
+
+
+class ModelConfig(_Strict):
+    backbone: str = "lenet"
+    """``lenet``, ``dtn``, ``mlp``, ``torchvision:<name>`` or ``timm:<name>``."""
+    pretrained: bool | str = False
+    """``true`` (library weight cache) or a path to a safetensors/torch weights file."""
+    bottleneck_dim: NonNegativeInt = 256
+    backbone_lr_scale: PositiveFloat = 1.0
+    """Learning-rate multiplier for the backbone (0.1 is usual for pretrained backbones)."""
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: PositiveFloat = 0.01
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    weight_decay: NonNegativeFloat = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: Literal["inverse", "cosine", "constant"] = "inverse"
+    """``inverse``: lr·(1 + lr_gamma·p)^−lr_power per iteration (Ganin & Lempitsky)."""
+    lr_gamma: NonNegativeFloat = 10.0
+    lr_power: NonNegativeFloat = 0.75
+
+
+class TrainConfig(_Strict):
+    iterations: PositiveInt = 10_000
+    eval_every: NonNegativeInt = 1000
+    """Evaluate every N iterations (0: only at the end). Evaluation never selects the model."""
+    checkpoint_every: NonNegativeInt = 1000
+    """Write a resumable checkpoint every N iterations (0: only at the end)."""
+    keep_checkpoints: PositiveInt = 2
+    log_every: PositiveInt = 100
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    deterministic: bool = False
+    """Use deterministic algorithms (bit-exact resume on CPU; slower on GPU)."""
+
+
+class Config(_Strict):
+    seed: NonNegativeInt = 0
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: dict[str, Any] = Field(default_factory=lambda: {"name": "source_only"})
+    """The method's name and hyper-parameters; validated against that method's own ``Config``."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def method_config(self):
+        from .methods import METHODS
+
+        if "name" not in self.method:
+            raise ConfigError(f"method.name is missing. Valid methods: {', '.join(METHODS.names())}")
+        from .errors import TransferlabError
+
+        try:
+            cls = METHODS.get(str(self.method["name"]))
+        except TransferlabError as exc:
+            raise ConfigError(f"method.name: {exc}") from None
+        try:
+            return cls.Config(**self.method)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, cls.Config, prefix="method")) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved config (every default filled in, the method's included)."""
+        out = self.model_dump(mode="json")
+        out["method"] = self.method_config().model_dump(mode="json")
+        return out
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class reached by following ``loc`` from ``model`` (None if not a model)."""
+    import typing
+
+    current: Any = model
+    for key in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or key not in current.model_fields:
+            return None
+        annotation = current.model_fields[key].annotation
+        candidates = [a for a in typing.get_args(annotation) if isinstance(a, type)] or [annotation]
+        current = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = ".".join(str(part) for part in ((prefix,) if prefix else ()) + loc)
+        if error["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            valid = sorted(parent.model_fields) if parent else []
+            lines.append(f"{key}: unknown key.{closest(str(loc[-1]), valid)} Valid keys here: {', '.join(valid)}")
+        elif error["type"] == "missing":
+            lines.append(f"{key}: required but missing")
+        else:
+            got = error.get("input")
+            lines.append(f"{key}: {error['msg']} (got {got!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following ``base:`` references (relative to the including file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config {path} includes itself through 'base:'")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values, not {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a file path")
+    return _merge(read_yaml(path.parent / base, _seen + (path.resolve(),)), raw)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.1"`` -> (["optim", "lr"], 0.1); the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. method.trade_off=0.5); got {text!r}")
+    key, value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(part and part.replace("_", "").replace("-", "").isalnum() for part in parts):
+        raise ConfigError(f"--set: {key!r} is not a dotted key such as optim.lr")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: {'.'.join(parts[: i + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    try:
+        config = Config(**raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, Config)) from None
+    except TypeError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    config.method_config()  # validate the method section now, not at build time
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                raw: dict[str, Any] | None = None) -> Config:
+    """Read, override and validate a config (from a file, or from a ``raw`` dict)."""
+    data = read_yaml(path) if path is not None else copy.deepcopy(raw or {})
+    return validate(apply_overrides(data, overrides or []))

@@ -1,0 +1,136 @@
+"""The dataset registry and the loader for the prepared layout.
+
+A prepared dataset is one folder under the data root with one ``<part>.npz`` per split or domain,
+each holding ``x`` (N rows, natural dtype) and ``y`` (int64 labels 0..K-1). This module knows the
+datasets by name (:data:`DATASETS`), loads a part as an :class:`ArrayDataset`, and turns every way
+a file can be missing or broken into a :class:`~transferlab.errors.DataError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..registry import Registry
+from .root import ENV_VAR, data_root
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the library knows about a dataset before loading it.
+
+    ``kind`` tells which loader applies: ``image`` and ``features`` sets are ``<part>.npz`` files
+    with ``x``/``y``; ``audio`` and ``text`` sets keep the formats described in docs/data.md.
+    ``embedded`` builds the data in memory (no files), ``downloadable`` says whether
+    ``transferlab datasets download NAME`` can fetch it.
+    """
+
+    name: str
+    kind: str
+    num_classes: int
+    parts: tuple[str, ...]
+    description: str
+    embedded: Callable[[str], dict[str, np.ndarray]] | None = None
+    downloadable: bool = False
+
+    def path(self, root: str | Path | None = None) -> Path:
+        return data_root(root) / self.name
+
+    def present_parts(self, root: str | Path | None = None) -> list[str]:
+        if self.embedded is not None:
+            return list(self.parts)
+        folder = self.path(root)
+        return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+
+
+def register(info: DatasetInfo) -> DatasetInfo:
+    return DATASETS.add(info.name, info)
+
+
+@dataclass
+class ArrayDataset:
+    """A labelled (or unlabelled, ``y=None``) set held as tensors.
+
+    ``x`` keeps the file's natural dtype and layout (uint8 ``(N,H,W)`` / ``(N,H,W,3)`` images,
+    float features); a transform turns a batch of it into model input on the device, so a small
+    set can live on the accelerator as compact uint8 and never touch PIL or a DataLoader.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    name: str
+    part: str
+    num_classes: int
+    classes: list[str] | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> ArrayDataset:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ArrayDataset(
+            self.x[index], None if self.y is None else self.y[index], self.name, self.part,
+            self.num_classes, self.classes,
+        )
+
+
+def _missing_message(info: DatasetInfo, path: Path, root: Path) -> str:
+    hint = (
+        f"run `transferlab datasets download {info.name} --data-root {root}`"
+        if info.downloadable
+        else "place the prepared files there (see docs/data.md for the layout)"
+    )
+    return (
+        f"dataset '{info.name}' part '{path.stem}' not found: {path} does not exist. "
+        f"The data root is {root} (set it with --data-root or ${ENV_VAR}); {hint}."
+    )
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read every array of an npz file (no pickles); a truncated or corrupt file -> DataError."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise DataError(
+            f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}). Delete it and download "
+            f"or prepare it again."
+        ) from None
+
+
+def load(name: str, part: str, root: str | Path | None = None) -> ArrayDataset:
+    """Load one part (split or domain) of a registered dataset as an :class:`ArrayDataset`."""
+    info = DATASETS.get(name)
+    if info.kind not in ("image", "features"):
+        raise DataError(f"dataset '{name}' is {info.kind} data; load it with the {info.kind} loaders")
+    if part not in info.parts:
+        raise DataError(f"dataset '{name}' has no part '{part}'. Its parts are: {', '.join(info.parts)}")
+    if info.embedded is not None:
+        arrays = info.embedded(part)
+    else:
+        resolved = data_root(root)
+        path = resolved / name / f"{part}.npz"
+        if not path.is_file():
+            raise DataError(_missing_message(info, path, resolved))
+        arrays = read_npz(path)
+        if "x" not in arrays or "y" not in arrays:
+            raise DataError(f"{path} must hold arrays 'x' and 'y'; it has {sorted(arrays)}")
+    x, y = arrays.pop("x"), arrays.pop("y").astype(np.int64)
+    if len(x) != len(y):
+        raise DataError(f"{name}/{part}: x has {len(x)} rows but y has {len(y)}")
+    if len(y) and (y.min() < 0 or y.max() >= info.num_classes):
+        raise DataError(
+            f"{name}/{part}: labels must lie in 0..{info.num_classes - 1}; found {y.min()}..{y.max()}"
+        )
+    classes = [str(c) for c in arrays.pop("classes")] if "classes" in arrays else None
+    return ArrayDataset(torch.from_numpy(x), torch.from_numpy(y), name, part, info.num_classes, classes, arrays)

@@ -1,0 +1,99 @@
+"""Batches and infinite, resumable sample streams.
+
+Source and target are drawn as two independent infinite streams, so neither domain's epoch length
+decides when training ends (the engine counts iterations). A :class:`TensorStream` keeps its
+dataset resident on the training device and shuffles by epochs: epoch ``e`` visits a permutation
+drawn from a generator seeded with ``(seed, e)``, so the stream's whole state is two integers and a
+resumed run draws exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import DataError
+from .datasets import ArrayDataset
+
+Transform = Callable[[torch.Tensor], Any]
+
+
+@dataclass
+class Batch:
+    """One domain's mini-batch. ``x`` is whatever the model takes (image tensor, token dict, audio);
+    ``y`` holds int64 labels, or ``None`` for unlabelled data."""
+
+    x: Any
+    y: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.y) if self.y is not None else len(next(iter(self.x.values())) if isinstance(self.x, dict) else self.x)
+
+
+def concat_inputs(a: Any, b: Any) -> Any:
+    """Concatenate two model inputs along the batch dimension (tensors or dicts of tensors)."""
+    if isinstance(a, dict):
+        return {key: torch.cat([a[key], b[key]]) for key in a}
+    return torch.cat([a, b])
+
+
+class TensorStream:
+    """Endless shuffled mini-batches from an :class:`ArrayDataset` resident on ``device``."""
+
+    def __init__(self, dataset: ArrayDataset, batch_size: int, *, seed: int, device: torch.device | str = "cpu",
+                 transform: Transform | None = None, labelled: bool = True) -> None:
+        if len(dataset) == 0:
+            raise DataError(f"{dataset.name}/{dataset.part} is empty: a training stream needs at least one batch")
+        if batch_size > len(dataset):
+            raise DataError(
+                f"{dataset.name}/{dataset.part} has {len(dataset)} samples, fewer than the batch size "
+                f"{batch_size}; lower data.batch_size"
+            )
+        self.device = torch.device(device)
+        self.x = dataset.x.to(self.device)
+        self.y = dataset.y.to(self.device) if labelled and dataset.y is not None else None
+        self.batch_size = batch_size
+        self.seed = seed
+        self.transform = transform
+        self.batches_per_epoch = len(dataset) // batch_size  # drop_last: every batch is full
+        self.epoch = 0
+        self.position = 0  # batches already drawn in this epoch
+        self._order = self._permutation(self.epoch)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.x), generator=generator).to(self.device, non_blocking=True)
+
+    def __iter__(self) -> TensorStream:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position == self.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        index = self._order[self.position * self.batch_size : (self.position + 1) * self.batch_size]
+        self.position += 1
+        x = self.x[index]
+        return Batch(self.transform(x) if self.transform else x, None if self.y is None else self.y[index])
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)
+
+
+def iterate_batches(dataset: ArrayDataset, batch_size: int, *, device: torch.device | str = "cpu",
+                    transform: Transform | None = None, shard: tuple[int, int] = (0, 1)):
+    """Ordered, finite pass over ``dataset`` for evaluation; ``shard=(rank, world)`` splits it across ranks."""
+    rank, world = shard
+    index = torch.arange(rank, len(dataset), world)
+    for start in range(0, len(index), batch_size):
+        rows = index[start : start + batch_size]
+        x = dataset.x[rows].to(device, non_blocking=True)
+        y = None if dataset.y is None else dataset.y[rows].to(device, non_blocking=True)
+        yield Batch(transform(x) if transform else x, y)

@@ -1,0 +1,194 @@
+"""Checkpoints and run directories: safetensors for tensors, JSON for everything else, no pickle.
+
+A checkpoint is a folder ``checkpoints/step_XXXXXXXX/`` holding ``model.safetensors``,
+``optimizers.safetensors``, ``rng.safetensors`` and ``state.json`` (step, stream positions,
+optimizer hyper-parameters, and the sha256 of each tensor file). It is written into a temporary
+folder and renamed into place, then ``checkpoints/LATEST`` is replaced atomically; on load, a
+checkpoint whose files do not match their recorded sha256 (a crash or full disk mid-write) is
+skipped in favour of the previous good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder + fsync + rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """safetensors file written atomically (tensors copied to CPU and made contiguous)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+# --- optimizer state <-> (tensors, JSON) ---------------------------------------------------------
+
+
+def flatten_optimizer(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}/{index}/{key}"] = value
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "plain": plain}
+
+
+def unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    prefix = f"{name}/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, field = key[len(prefix):].split("/", 1)
+            state.setdefault(int(index), {})[field] = value
+    for index, values in meta["plain"].items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# --- checkpoint folders ---------------------------------------------------------------------------
+
+
+class CheckpointManager:
+    def __init__(self, folder: Path, keep: int = 2) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def save(self, step: int, files: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"step_{step:08d}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:08d}.", dir=self.folder))
+        try:
+            digests = {}
+            for filename, tensors in files.items():
+                save_tensors(tmp / filename, tensors)
+                digests[filename] = sha256_file(tmp / filename)
+            atomic_write_json(tmp / "state.json", {**state, "step": step, "files": digests, "format": FORMAT_VERSION})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        atomic_write_text(self.folder / "LATEST", final.name + "\n")
+        self._prune()
+        return final
+
+    def _candidates(self) -> list[Path]:
+        return sorted(self.folder.glob("step_*"), reverse=True) if self.folder.is_dir() else []
+
+    def _prune(self) -> None:
+        for old in self._candidates()[self.keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    @staticmethod
+    def verify(path: Path) -> dict[str, Any] | None:
+        """The checkpoint's state if every file matches its recorded sha256, else None."""
+        try:
+            state = json.loads((path / "state.json").read_text())
+            for filename, digest in state["files"].items():
+                if sha256_file(path / filename) != digest:
+                    return None
+            return state
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def valid(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Intact checkpoints, newest first."""
+        for path in self._candidates():
+            state = self.verify(path)
+            if state is not None:
+                yield path, state
+
+    def latest(self) -> tuple[Path, dict[str, Any]] | None:
+        return next(self.valid(), None)
+
+
+# --- run directories -------------------------------------------------------------------------------
+
+
+def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool) -> bool:
+    """Make ``out`` ready for a run; returns True when an earlier run there should be resumed.
+
+    A folder that already holds a run is refused unless ``resume`` (same config required) or
+    ``overwrite`` (the old run is deleted) is given, so a typo never clobbers finished work.
+    """
+    saved = out / "config.json"
+    if saved.exists():
+        if overwrite:
+            shutil.rmtree(out)
+        elif resume:
+            previous = json.loads(saved.read_text())
+            if previous != config:
+                changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+                raise CheckpointError(
+                    f"{out} holds a run with a different config (sections differ: {', '.join(changed)}); "
+                    f"resume with the same config, or use --overwrite to start over"
+                )
+            return True
+        else:
+            raise CheckpointError(
+                f"{out} already holds a run. Use --resume to continue it, --overwrite to replace it, or choose "
+                f"another --out"
+            )
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise CheckpointError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(saved, config)
+    return False

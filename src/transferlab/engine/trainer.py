@@ -1,0 +1,336 @@
+"""The one training loop. It owns devices, precision, distribution, learning-rate annealing,
+evaluation, checkpoints, logging and seeds; methods only say what a step is.
+
+Distribution: under ``torchrun``/``accelerate launch``, Accelerate's :class:`~accelerate.PartialState`
+sets up the process group and device. Each process draws its own source/target batches; after each
+``backward`` the gradients of the parameters about to be stepped are averaged across processes in
+one flat all-reduce (DDP's arithmetic). We do this explicitly rather than wrap the method in
+``DistributedDataParallel`` because multi-step methods (MCD's three steps, ADDA's alternating
+discriminator/encoder updates) run several backward passes over different parameter subsets per
+iteration, which DDP's forward-triggered reducer does not support. BatchNorm buffers are broadcast
+from rank 0 before every evaluation and checkpoint, so all ranks hold identical models.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import OptimConfig, TrainConfig
+from ..data.datasets import ArrayDataset
+from ..data.streams import TensorStream, iterate_batches
+from ..errors import TransferlabError
+from ..methods.base import Method, OptimizerRequest
+from ..schedules import Constant, CosineDecay, InverseDecay, Schedule
+from .checkpoint import CheckpointManager, atomic_write_json, flatten_optimizer, save_tensors, unflatten_optimizer
+from .metrics import MetricsLog
+
+
+class TrainingDiverged(TransferlabError):
+    """A loss became NaN or infinite."""
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            name = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: Callable[[nn.Parameter], float]) -> torch.optim.Optimizer:
+    cfg = base.model_copy(update=request.overrides)
+    groups = []
+    for params, scale in request.groups:
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for p in params:
+            if p.requires_grad:
+                by_scale.setdefault(scale * lr_scale_for(p), []).append(p)
+        groups += [{"params": ps, "lr": cfg.lr * s, "initial_lr": cfg.lr * s} for s, ps in by_scale.items()]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    optimizer_cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return optimizer_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def lr_schedule(cfg: OptimConfig) -> Schedule:
+    if cfg.lr_schedule == "inverse":
+        return InverseDecay(cfg.lr_gamma, cfg.lr_power)
+    return CosineDecay() if cfg.lr_schedule == "cosine" else Constant(1.0)
+
+
+@dataclass
+class _Context:
+    """The :class:`~transferlab.methods.base.StepContext` the engine gives ``Method.update``."""
+
+    trainer: Trainer
+    step: int
+    total_steps: int
+    progress: float
+    scalars: dict[str, float] = field(default_factory=dict)
+
+    def backward_and_step(self, loss: torch.Tensor, *optimizers: str) -> None:
+        self.trainer._backward_and_step(loss, optimizers)
+
+    def scalar(self, name: str, schedule: Schedule) -> float:
+        value = float(schedule(self.progress))
+        self.scalars[name] = value
+        return value
+
+
+class Trainer:
+    """Train a :class:`Method` on a labelled source and an unlabelled target set.
+
+    Minimal use::
+
+        trainer = Trainer(method, source, target, eval_sets={"target_test": test}, transform=ImageTransform(...))
+        result = trainer.fit()          # {"target_test/acc": ..., ...}
+    """
+
+    def __init__(self, method: Method, source: ArrayDataset, target: ArrayDataset, *,
+                 eval_sets: dict[str, ArrayDataset] | None = None, transform: Callable | None = None,
+                 train: TrainConfig | None = None, optim: OptimConfig | None = None, batch_size: int = 128,
+                 eval_batch_size: int = 1024, seed: int = 0, out_dir: str | Path | None = None,
+                 backbone_lr_scale: float = 1.0, progress: bool = True, resume: bool = False) -> None:
+        from accelerate import PartialState
+
+        self.cfg = train or TrainConfig()
+        self.optim_cfg = optim or OptimConfig()
+        cpu = self.cfg.device == "cpu" or (self.cfg.device == "auto" and not torch.cuda.is_available())
+        if self.cfg.device == "cuda" and not torch.cuda.is_available():
+            raise TransferlabError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        self.state = PartialState(cpu=cpu)
+        self.device = self.state.device
+        self.rank, self.world = self.state.process_index, self.state.num_processes
+        self.is_main = self.state.is_main_process
+        if self.cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        self.method = method.to(self.device)
+        if getattr(transform, "channels_last", False):
+            self.method.to(memory_format=torch.channels_last)
+        self.transform = transform
+        self.eval_sets = eval_sets or {}
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.resume = resume
+        if source.num_classes != target.num_classes:
+            raise TransferlabError(
+                f"source {source.name} has {source.num_classes} classes but target {target.num_classes}: "
+                f"closed-set adaptation needs the same label space"
+            )
+        # Different ranks draw different batches; everything else is identical across ranks.
+        self.source_stream = TensorStream(source, batch_size, seed=seed * 2 + 0 + 1000 * self.rank,
+                                          device=self.device, transform=transform)
+        self.target_stream = TensorStream(target, batch_size, seed=seed * 2 + 1 + 1000 * self.rank,
+                                          device=self.device, transform=transform, labelled=False)
+        backbone_params = {id(p) for name, m in method.named_modules() if name.split(".")[-1] == "backbone"
+                           for p in m.parameters()}
+        requests = method.optimizers()
+        self.optimizers = {
+            name: build_optimizer(req, self.optim_cfg, lambda p: backbone_lr_scale if id(p) in backbone_params else 1.0)
+            for name, req in requests.items()
+        }
+        self._params_of = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
+        self.lr_schedule = lr_schedule(self.optim_cfg)
+        self.autocast_dtype = torch.bfloat16 if self.cfg.precision == "bf16" else None
+        if self.cfg.compile != "none":
+            for child in self.method.children():
+                child.compile(mode=None if self.cfg.compile == "default" else self.cfg.compile)
+        self.step = 0
+        self._broadcast(parameters=True)
+
+    # --- pieces used by the step -------------------------------------------------------------------
+    def _backward_and_step(self, loss: torch.Tensor, names: tuple[str, ...]) -> None:
+        unknown = [n for n in names if n not in self.optimizers]
+        if unknown or not names:
+            raise ValueError(f"backward_and_step needs optimizer names from {sorted(self.optimizers)}; got {names}")
+        self.method.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=False):
+            loss.backward()
+        if self.world > 1:
+            grads = [p.grad for n in names for p in self._params_of[n] if p.grad is not None]
+            if grads:
+                flat = torch._utils._flatten_dense_tensors(grads)
+                dist.all_reduce(flat)
+                flat /= self.world
+                for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+                    grad.copy_(synced)
+        for name in names:
+            self.optimizers[name].step()
+
+    def _broadcast(self, parameters: bool = False) -> None:
+        """Rank 0's buffers (BatchNorm statistics) — and, at start, parameters — to every rank."""
+        if self.world == 1:
+            return
+        tensors = list(self.method.buffers()) + (list(self.method.parameters()) if parameters else [])
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src=0)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    # --- evaluation ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Accuracy (%) of ``method.predict`` on each evaluation set; never used to pick a model."""
+        self._broadcast()
+        was_training = self.method.training
+        self.method.eval()
+        results = {}
+        for name, dataset in self.eval_sets.items():
+            correct = torch.zeros((), dtype=torch.long, device=self.device)
+            count = torch.zeros((), dtype=torch.long, device=self.device)
+            for batch in iterate_batches(dataset, self.eval_batch_size, device=self.device, transform=self.transform,
+                                         shard=(self.rank, self.world)):
+                with self._autocast():
+                    logits = self.method.predict(batch.x)
+                correct += (logits.argmax(dim=1) == batch.y).sum()
+                count += len(batch.y)
+            if self.world > 1:
+                dist.all_reduce(correct)
+                dist.all_reduce(count)
+            results[f"{name}/acc"] = 100.0 * correct.item() / max(count.item(), 1)
+        self.method.train(was_training)
+        return results
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+    def _checkpoints(self) -> CheckpointManager | None:
+        return CheckpointManager(self.out_dir / "checkpoints", self.cfg.keep_checkpoints) if self.out_dir else None
+
+    def save_checkpoint(self) -> None:
+        manager = self._checkpoints()
+        if manager is None:
+            return
+        self._broadcast()
+        if self.is_main:
+            optim_tensors, optim_meta = {}, {}
+            for name, optimizer in self.optimizers.items():
+                tensors, meta = flatten_optimizer(name, optimizer)
+                optim_tensors.update(tensors)
+                optim_meta[name] = meta
+            rng = {"cpu": torch.get_rng_state()}
+            if self.device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(self.device)
+            manager.save(
+                self.step,
+                {"model.safetensors": self.method.state_dict(), "optimizers.safetensors": optim_tensors,
+                 "rng.safetensors": rng},
+                {"total_steps": self.cfg.iterations, "optimizers": optim_meta, "world_size": self.world,
+                 "streams": {"source": self.source_stream.state_dict(), "target": self.target_stream.state_dict()}},
+            )
+        self.state.wait_for_everyone()
+
+    def load_checkpoint(self) -> bool:
+        """Restore the newest intact checkpoint; False when there is none."""
+        manager = self._checkpoints()
+        found = manager.latest() if manager else None
+        if found is None:
+            return False
+        path, state = found
+        from .checkpoint import load_tensors
+
+        self.method.load_state_dict(load_tensors(path / "model.safetensors"))
+        optim_tensors = load_tensors(path / "optimizers.safetensors")
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(unflatten_optimizer(name, optim_tensors, state["optimizers"][name]))
+        self.source_stream.load_state_dict(state["streams"]["source"])
+        self.target_stream.load_state_dict(state["streams"]["target"])
+        rng = load_tensors(path / "rng.safetensors")
+        if self.rank == 0:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        else:  # per-rank dropout streams are re-seeded deterministically from the step
+            torch.manual_seed(self.seed * 7919 + self.rank * 104729 + state["step"])
+        self.step = int(state["step"])
+        return True
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``train.iterations`` (or only up to step ``stop_at``, leaving a resumable run)."""
+        total = self.cfg.iterations
+        resumed = self.resume and self.load_checkpoint()
+        if not resumed:
+            torch.manual_seed(self.seed * 7919 + self.rank * 104729)
+        log = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir and self.is_main else None,
+                         resume_step=self.step if resumed else None)
+        self.method.train()
+        running: dict[str, torch.Tensor] = {}
+        scalars: dict[str, float] = {}
+        n_running = 0
+        started, start_step = time.perf_counter(), self.step
+        bar = tqdm(total=total, initial=self.step, disable=not (self.progress and self.is_main), desc="train",
+                   dynamic_ncols=True, leave=False)
+        while self.step < min(total, stop_at or total):
+            progress = self.step / total
+            factor = self.lr_schedule(progress)
+            for optimizer in self.optimizers.values():
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
+            ctx = _Context(self, self.step, total, progress)
+            source, target = next(self.source_stream), next(self.target_stream)
+            with self._autocast():
+                losses = self.method.update(source, target, ctx)
+            for key, value in losses.items():  # stays on the device: no host sync inside the step
+                running[key] = running[key] + value.detach().float() if key in running else value.detach().float()
+            scalars = {**ctx.scalars, "lr": self.optim_cfg.lr * factor}
+            n_running += 1
+            self.step += 1
+            bar.update(1)
+            last = self.step == total
+            if self.step % self.cfg.log_every == 0 or last:
+                means = dict(zip(running, (torch.stack(list(running.values())) / n_running).tolist()))
+                bad = [k for k, v in means.items() if not math.isfinite(v)]
+                if bad:
+                    raise TrainingDiverged(
+                        f"{', '.join(bad)} became NaN/Inf between steps {self.step - n_running + 1} and {self.step}; "
+                        f"the last good checkpoint is kept. Try a lower optim.lr, train.precision: fp32, or a smaller "
+                        f"method trade_off."
+                    )
+                log.write({"step": self.step, "kind": "train", **means, **scalars})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
+                running, n_running = {}, 0
+            if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or last:
+                if self.eval_sets:
+                    metrics = self.evaluate()
+                    log.write({"step": self.step, "kind": "eval", **metrics})
+            if (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0) or last:
+                self.save_checkpoint()
+        bar.close()
+        if self.step < total:  # stopped early on request: the checkpoints are the run's state
+            self.state.wait_for_everyone()
+            return {"step": self.step, "stopped_early": True}
+        elapsed = time.perf_counter() - started
+        result = {
+            "step": self.step,
+            **self.evaluate(),
+            "train_seconds": elapsed,
+            "steps_per_s": (self.step - start_step) / elapsed if elapsed > 0 else None,
+            "device": device_description(self.device),
+            "world_size": self.world,
+        }
+        if self.out_dir is not None and self.is_main:
+            save_tensors(self.out_dir / "model.safetensors", self.method.state_dict())
+            atomic_write_json(self.out_dir / "result.json", result)
+        self.state.wait_for_everyone()
+        return result

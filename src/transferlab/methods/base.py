@@ -1,0 +1,121 @@
+"""The method contract.
+
+A method is an ``nn.Module`` that owns its networks and says, in its paper's vocabulary, what one
+training step is (DomainBed's ``update``/``predict``), with named optimizers for multi-optimizer
+methods (Dassl's ``backward_and_update``). Everything else (devices, precision, distribution,
+learning-rate annealing, checkpoints, logging) belongs to the engine, which hands each ``update``
+a :class:`StepContext`.
+
+Hyper-parameters are declared once, as the fields of the method's nested ``Config`` (a pydantic
+model): the same declaration validates Python keyword arguments, YAML configs and ``--set``
+overrides, and supplies the defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from ..data.streams import Batch, concat_inputs
+from ..errors import ConfigError
+from ..registry import Registry
+from ..schedules import Schedule
+
+
+class MethodConfig(BaseModel):
+    """Hyper-parameters every method has."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    bn_mode: Literal["joint", "separate"] = "joint"
+    """How BatchNorm sees the two domains: ``joint`` forwards source and target as one batch (one set of
+    batch statistics, TLlib's default); ``separate`` forwards them one after the other, so each batch
+    is normalised with its own domain's statistics (AdaBN-like during training)."""
+
+
+@dataclass
+class OptimizerRequest:
+    """The parameters one named optimizer updates: ``(params, lr_scale)`` groups, and optional changes to
+    the run's optimizer settings for this optimizer only (e.g. ADDA's Adam for the adversarial stage)."""
+
+    groups: list[tuple[Iterable[nn.Parameter], float]]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+class StepContext(Protocol):
+    """What the engine offers a method inside ``update``."""
+
+    step: int
+    total_steps: int
+    progress: float
+
+    def backward_and_step(self, loss: torch.Tensor, *optimizers: str) -> None:
+        """Back-propagate ``loss`` and step the named optimizers (all gradients are cleared first)."""
+
+    def scalar(self, name: str, schedule: Schedule) -> float:
+        """The schedule's value at the current progress; the engine logs it as ``name``."""
+
+
+class Method(nn.Module):
+    """Base class: subclasses set ``Config`` and implement ``update`` and ``predict``."""
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, encoder: nn.Module, num_classes: int, **hparams: Any) -> None:
+        super().__init__()
+        self.hparams = make_config(self.Config, {"name": registered_name(type(self)), **hparams})
+        self.encoder = encoder
+        self.num_classes = num_classes
+
+    # --- the contract -------------------------------------------------------------------------
+    def update(self, source: Batch, target: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """One training step on a labelled source batch and an unlabelled target batch.
+
+        Calls ``ctx.backward_and_step`` for each optimisation step; returns detached scalars to log.
+        """
+        raise NotImplementedError
+
+    def predict(self, x: Any) -> torch.Tensor:
+        """Class logits for inputs ``x`` (the model used at test time)."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, OptimizerRequest]:
+        """Named optimizers. Default: one optimizer ``main`` over every parameter."""
+        return {"main": OptimizerRequest([(self.parameters(), 1.0)])}
+
+    # --- shared pieces ------------------------------------------------------------------------
+    def features(self, x_s: Any, x_t: Any, encoder: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode source and target, jointly or separately according to ``bn_mode``."""
+        encoder = encoder or self.encoder
+        if self.hparams.bn_mode == "joint":
+            f = encoder(concat_inputs(x_s, x_t))
+            n_s = len(x_s[next(iter(x_s))]) if isinstance(x_s, dict) else len(x_s)
+            return f[:n_s], f[n_s:]
+        return encoder(x_s), encoder(x_t)
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def registered_name(cls: type[Method]) -> str:
+    for name in METHODS.names():
+        if METHODS.get(name) is cls:
+            return name
+    return cls.__name__.lower()
+
+
+def make_config(config_cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    """Validate ``values`` against ``config_cls``; errors become one readable ConfigError."""
+    from pydantic import ValidationError
+
+    from ..config import format_validation_error
+
+    try:
+        return config_cls(**values)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, config_cls, prefix="method")) from None

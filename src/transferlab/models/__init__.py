@@ -1,0 +1,10 @@
+"""Models: backbones by name, encoders with bottleneck, heads, the domain discriminator and the GRL."""
+
+from .backbones import BACKBONES, DTN, MLP, LeNet, create_backbone, load_weights_file
+from .grl import GradientReversal, reverse_gradient
+from .heads import DomainDiscriminator, Encoder
+
+__all__ = [
+    "BACKBONES", "DTN", "MLP", "LeNet", "create_backbone", "load_weights_file",
+    "GradientReversal", "reverse_gradient", "DomainDiscriminator", "Encoder",
+]

@@ -1,0 +1,197 @@
+"""Backbones by name, timm-style: ``create_backbone("lenet" | "dtn" | "mlp" | "torchvision:resnet50" |
+"timm:vit_small_patch16_224", in_channels=..., image_size=..., pretrained=...)``.
+
+Every backbone returns a flat feature vector and exposes ``out_features``. Pretrained weights are
+loaded from a local file (``pretrained: /path/to/weights.safetensors``) or, for
+``pretrained: true``, from the library's weight cache ``~/.cache/transferlab/weights/<name>.safetensors``
+(``$TRANSFERLAB_WEIGHTS`` overrides); timm models also try timm's own hub cache. Nothing here waits
+on a network: with no local weights the error says where to put them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import TransferlabError
+from ..registry import Registry
+
+BackboneFactory = Callable[..., nn.Module]
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+
+
+def _flat_size(features: nn.Module, in_channels: int, image_size: int) -> int:
+    with torch.no_grad():
+        was_training = features.training
+        features.eval()
+        out = features(torch.zeros(1, in_channels, image_size, image_size))
+        features.train(was_training)
+    return int(out.flatten(1).shape[1])
+
+
+class LeNet(nn.Module):
+    """LeNet as used for MNIST<->USPS in ADDA/TLlib: conv(20,5)-pool-conv(50,5)-dropout-pool-fc(500)."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(20, 50, kernel_size=5), nn.Dropout2d(p=0.5), nn.MaxPool2d(2), nn.ReLU(),
+        )
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(_flat_size(self.conv, in_channels, image_size), 500), nn.ReLU(), nn.Dropout(0.5)
+        )
+        self.out_features = 500
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+
+class DTN(nn.Module):
+    """The digit network of Long et al. (CDAN) / TLlib for 32x32 RGB digits (SVHN, MNIST-M)."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32) -> None:
+        super().__init__()
+
+        def block(i: int, o: int, drop: float) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 5, stride=2, padding=2), nn.BatchNorm2d(o), nn.Dropout2d(drop), nn.ReLU()]
+
+        self.conv = nn.Sequential(*block(in_channels, 64, 0.1), *block(64, 128, 0.3), *block(128, 256, 0.5))
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(_flat_size(self.conv, in_channels, image_size), 512),
+            nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(0.5),
+        )
+        self.out_features = 512
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+
+class MLP(nn.Module):
+    """Two-layer perceptron for pre-extracted feature vectors (e.g. Office-Caltech SURF/GoogLeNet)."""
+
+    def __init__(self, in_features: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, hidden), nn.ReLU())
+        self.out_features = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+BACKBONES.add("lenet", lambda in_channels=1, image_size=28, **_: LeNet(in_channels, image_size))
+BACKBONES.add("dtn", lambda in_channels=3, image_size=32, **_: DTN(in_channels, image_size))
+BACKBONES.add("mlp", lambda in_features, **_: MLP(in_features))
+
+
+def weights_cache() -> Path:
+    return Path(os.environ.get("TRANSFERLAB_WEIGHTS", "~/.cache/transferlab/weights")).expanduser()
+
+
+def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors, or from a torch file with ``weights_only=True`` (no code runs)."""
+    if not path.is_file():
+        raise TransferlabError(f"pretrained weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unpickling refusal or corruption)
+        raise TransferlabError(
+            f"refusing to load {path}: it is not a plain tensor file ({type(exc).__name__}). Only safetensors "
+            f"files and torch files holding tensors are loaded; convert it with safetensors."
+        ) from None
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+class _Headless(nn.Module):
+    """Wrap a torchvision classifier so it returns pooled features (its final fc replaced by Identity)."""
+
+    def __init__(self, model: nn.Module, out_features: int) -> None:
+        super().__init__()
+        self.model = model
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _torchvision(name: str, pretrained: bool | str) -> nn.Module:
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(name, weights=None)
+    except ValueError:
+        raise TransferlabError(
+            f"torchvision has no model '{name}'. Valid names: {', '.join(torchvision.models.list_models())}"
+        ) from None
+    if pretrained:
+        path = Path(pretrained) if isinstance(pretrained, str) else weights_cache() / f"torchvision-{name}.safetensors"
+        if not path.is_file():
+            raise TransferlabError(
+                f"pretrained weights for torchvision:{name} not found at {path}. This machine may be offline: "
+                f"download them elsewhere (torchvision.models.get_model_weights('{name}')), save the state "
+                f"dict with safetensors to that path, or set model.pretrained to a local file."
+            )
+        missing, _ = model.load_state_dict(load_weights_file(path), strict=False)
+        if missing:
+            raise TransferlabError(f"{path} does not match torchvision:{name}; missing keys such as {missing[:3]}")
+    for attr in ("fc", "classifier", "heads", "head"):
+        head = getattr(model, attr, None)
+        if head is None:
+            continue
+        last = head[-1] if isinstance(head, nn.Sequential) else head
+        if isinstance(last, nn.Linear):
+            out_features = last.in_features
+            if isinstance(head, nn.Sequential):
+                head[-1] = nn.Identity()
+            else:
+                setattr(model, attr, nn.Identity())
+            return _Headless(model, out_features)
+    raise TransferlabError(f"cannot find the classification layer of torchvision:{name} to use it as a backbone")
+
+
+def _timm(name: str, pretrained: bool | str, in_channels: int) -> nn.Module:
+    import timm
+
+    if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
+        raise TransferlabError(f"timm has no model '{name}' (see timm.list_models())")
+    kwargs: dict = {"num_classes": 0, "in_chans": in_channels}
+    if isinstance(pretrained, str):
+        kwargs["pretrained_cfg_overlay"] = {"file": str(Path(pretrained).expanduser())}
+        kwargs["pretrained"] = True
+    else:
+        kwargs["pretrained"] = bool(pretrained)
+    try:
+        model = timm.create_model(name, **kwargs)
+    except Exception as exc:  # noqa: BLE001  (hub errors come in many types)
+        raise TransferlabError(
+            f"could not load pretrained weights for timm:{name} ({type(exc).__name__}: {str(exc)[:200]}). "
+            f"Offline? Put the weights file somewhere local and set model.pretrained to its path."
+        ) from None
+    model.out_features = model.num_features
+    return model
+
+
+def create_backbone(name: str, *, in_channels: int = 3, image_size: int = 224, in_features: int | None = None,
+                    pretrained: bool | str = False) -> nn.Module:
+    """Build a backbone by registry name or ``torchvision:NAME`` / ``timm:NAME``."""
+    if name.startswith("torchvision:"):
+        model = _torchvision(name.split(":", 1)[1], pretrained)
+        if in_channels != 3:
+            raise TransferlabError(f"torchvision backbones take RGB input; set data.channels: 3 (got {in_channels})")
+        return model
+    if name.startswith("timm:"):
+        return _timm(name.split(":", 1)[1], pretrained, in_channels)
+    factory = BACKBONES.get(name)
+    model = factory(in_channels=in_channels, image_size=image_size, in_features=in_features)
+    if pretrained:
+        path = Path(pretrained) if isinstance(pretrained, str) else weights_cache() / f"{name}.safetensors"
+        model.load_state_dict(load_weights_file(path))
+    return model

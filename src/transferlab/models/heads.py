@@ -1,0 +1,48 @@
+"""Heads on top of a backbone: bottleneck, classifier, domain discriminator."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Encoder(nn.Module):
+    """Backbone followed by an optional bottleneck ``Linear -> BatchNorm -> ReLU`` (as in TLlib/CDAN).
+
+    ``out_features`` is the size of the representation that classifiers and discriminators see.
+    """
+
+    def __init__(self, backbone: nn.Module, bottleneck_dim: int = 0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        in_features = backbone.out_features
+        if bottleneck_dim > 0:
+            self.bottleneck = nn.Sequential(
+                nn.Linear(in_features, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim), nn.ReLU(inplace=True)
+            )
+            self.out_features = bottleneck_dim
+        else:
+            self.bottleneck = nn.Identity()
+            self.out_features = in_features
+
+    def forward(self, x) -> torch.Tensor:
+        return self.bottleneck(self.backbone(x))
+
+
+class DomainDiscriminator(nn.Module):
+    """MLP domain classifier ``in -> hidden -> hidden -> 1`` with BatchNorm and ReLU (TLlib's layout).
+
+    Returns one logit per sample (source = 1); losses use ``binary_cross_entropy_with_logits``,
+    which is safe under bf16 autocast, unlike a sigmoid followed by BCE.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 1024, batch_norm: bool = True) -> None:
+        super().__init__()
+
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Linear(i, o), nn.BatchNorm1d(o) if batch_norm else nn.Identity(), nn.ReLU(inplace=True)]
+
+        self.net = nn.Sequential(*block(in_features, hidden), *block(hidden, hidden), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features).squeeze(1)

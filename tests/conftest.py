@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data_root() -> Path | None:
+    """The prepared data root: $TRANSFERLAB_DATA, else ../shared/data next to the repo; None if absent."""
+    root = Path(os.environ.get("TRANSFERLAB_DATA", SHARED_DATA))
+    return root if (root / "mnist" / "test.npz").is_file() else None
+
+
+@pytest.fixture
+def data_root() -> Path:
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("prepared data root not found: set TRANSFERLAB_DATA or place ../shared/data next to the repo "
+                    "(.ci/run does this)")
+    return root
+
+
+def tiny_config(method: str = "dann", iterations: int = 20, **sections):
+    """A seconds-long config on the embedded digits pair (8x8 -> 16x16, small batches)."""
+    from transferlab.config import load_config
+
+    raw = {
+        "seed": 0,
+        "data": {"source": {"name": "digits"}, "target": {"name": "digits_m"}, "image_size": 16, "channels": 3,
+                 "batch_size": 16, "eval_batch_size": 256},
+        "model": {"backbone": "lenet", "bottleneck_dim": 32},
+        "method": {"name": method},
+        "train": {"iterations": iterations, "eval_every": 0, "checkpoint_every": 0, "log_every": 5,
+                  "deterministic": True},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return load_config(raw=raw)

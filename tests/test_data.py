@@ -1,0 +1,81 @@
+"""Data: the prepared-layout loader, the embedded default, streams and transforms."""
+
+import numpy as np
+import pytest
+import torch
+
+from transferlab.data import DATASETS, ImageTransform, TensorStream, load
+from transferlab.errors import DataError, TransferlabError
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name, part, n, shape, dtype", [
+    ("mnist", "test", 10000, (28, 28), torch.uint8),
+    ("usps", "train", 7291, (16, 16), torch.float32),
+    ("mnist_m", "test", 9001, (32, 32, 3), torch.uint8),
+])
+def test_prepared_layout_loads(data_root, name, part, n, shape, dtype):
+    ds = load(name, part, data_root)
+    assert len(ds) == n and tuple(ds.x.shape[1:]) == shape and ds.x.dtype == dtype
+    assert ds.y.dtype == torch.int64 and set(ds.y.unique().tolist()) == set(range(10))
+
+
+def test_missing_and_corrupt_files_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match=r"usps.*test\.npz does not exist.*--data-root.*datasets download usps"):
+        load("usps", "test", tmp_path)
+    (tmp_path / "usps").mkdir()
+    (tmp_path / "usps" / "test.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        load("usps", "test", tmp_path)
+    np.savez_compressed(tmp_path / "usps" / "train.npz", x=np.zeros((3, 16, 16), np.float32), y=np.array([0, 1, 12]))
+    with pytest.raises(DataError, match="labels must lie in 0..9"):
+        load("usps", "train", tmp_path)
+    with pytest.raises(DataError, match="no part 'val'"):
+        load("usps", "val", tmp_path)
+    with pytest.raises(TransferlabError, match="Did you mean 'usps'"):
+        load("uspss", "train", tmp_path)
+
+
+def test_embedded_pair_is_deterministic_disjoint_and_shifted():
+    src, tgt = load("digits", "train"), load("digits_m", "train")
+    again = load("digits_m", "train")
+    assert torch.equal(tgt.x, again.x)
+    assert src.x.shape[1:] == (8, 8) and tgt.x.shape[1:] == (32, 32, 3)
+    assert len(src) + len(load("digits", "test")) + len(tgt) + len(load("digits_m", "test")) == 1797
+    # The target is colourful (channels differ), the source is grey.
+    assert (tgt.x[..., 0].float() - tgt.x[..., 1].float()).abs().mean() > 10
+    assert DATASETS.get("digits").embedded is not None
+
+
+def test_stream_draws_epochs_without_replacement_and_resumes_exactly():
+    ds = load("digits", "train")
+    stream = TensorStream(ds, 64, seed=3)
+    per_epoch = len(ds) // 64
+    seen = torch.cat([next(stream).y for _ in range(per_epoch)])
+    assert len(seen) == per_epoch * 64
+    first = [next(stream).x for _ in range(3)]
+    state = stream.state_dict()
+    expected = [next(stream).x for _ in range(per_epoch + 2)]  # crosses an epoch boundary
+    other = TensorStream(ds, 64, seed=3)
+    other.load_state_dict(state)
+    for a, b in zip(expected, [next(other).x for _ in range(per_epoch + 2)]):
+        assert torch.equal(a, b)
+    assert not torch.equal(first[0], expected[0])
+
+
+def test_stream_rejects_batches_larger_than_the_data():
+    ds = load("digits", "test")
+    with pytest.raises(DataError, match="fewer than the batch size"):
+        TensorStream(ds, 10_000, seed=0)
+
+
+def test_image_transform_scales_resizes_and_adapts_channels():
+    grey = torch.full((2, 8, 8), 255, dtype=torch.uint8)
+    out = ImageTransform(channels=3, size=16, mean=(0.5,) * 3, std=(0.5,) * 3)(grey)
+    assert out.shape == (2, 3, 16, 16) and torch.allclose(out, torch.ones_like(out))
+    rgb = torch.zeros((1, 4, 4, 3), dtype=torch.uint8)
+    rgb[..., 0] = 255  # pure red -> luma 0.299
+    out = ImageTransform(channels=1, size=None, mean=(0.0,), std=(1.0,))(rgb)
+    assert out.shape == (1, 1, 4, 4) and torch.allclose(out, torch.full_like(out, 0.299))
+    floats = torch.full((1, 16, 16), 0.25)  # USPS stores floats in [0,1]: no /255
+    assert torch.allclose(ImageTransform(1, None, (0.0,), (1.0,))(floats), torch.full((1, 1, 16, 16), 0.25))

@@ -1,0 +1,103 @@
+"""Engine: checkpoints round-trip, a resumed run equals an uninterrupted one, run folders are protected."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transferlab.engine import CheckpointManager
+from transferlab.engine.metrics import MetricsLog
+from transferlab.errors import CheckpointError
+from transferlab.experiment import build, load_run, train
+
+from conftest import tiny_config
+
+
+def params(path):
+    return load_file(str(path))
+
+
+def test_checkpoint_manager_round_trip_and_skips_corrupt(tmp_path):
+    manager = CheckpointManager(tmp_path, keep=3)
+    a = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2], dtype=torch.int64)}
+    manager.save(10, {"model.safetensors": a}, {"note": "first"})
+    b = {"w": torch.ones(2, 3), "b": torch.tensor([3, 4])}
+    newest = manager.save(20, {"model.safetensors": b}, {"note": "second"})
+    path, state = manager.latest()
+    assert path == newest and state["step"] == 20 and state["note"] == "second"
+    assert torch.equal(load_file(str(path / "model.safetensors"))["w"], b["w"])
+    # Truncate the newest tensor file as a crash mid-write would: the previous checkpoint is used.
+    data = (newest / "model.safetensors").read_bytes()
+    (newest / "model.safetensors").write_bytes(data[: len(data) // 2])
+    path, state = manager.latest()
+    assert state["step"] == 10
+    assert torch.equal(load_file(str(path / "model.safetensors"))["w"], a["w"])
+    assert not list(tmp_path.glob(".step_*")), "no temporary folders may be left behind"
+
+
+def test_checkpoint_keeps_only_the_newest(tmp_path):
+    manager = CheckpointManager(tmp_path, keep=2)
+    for step in (1, 2, 3):
+        manager.save(step, {"m.safetensors": {"x": torch.zeros(1)}}, {})
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_00000002", "step_00000003"]
+
+
+@pytest.mark.parametrize("method", ["dann", "mcd", "adda"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
+    total = 12
+    config = tiny_config(method, iterations=total, train={"checkpoint_every": 5, "iterations": total})
+    train(config, tmp_path / "full", progress=False)
+    # Interrupted: the same config stopped at step 7 (2 steps after its checkpoint at 5, which are redone) ...
+    short = tiny_config(method, iterations=total, train={"checkpoint_every": 5, "iterations": total})
+    experiment = build(short)
+    from transferlab.engine import prepare_run_dir
+
+    prepare_run_dir(tmp_path / "resumed", short.to_dict(), resume=False, overwrite=False)
+    assert experiment.trainer(tmp_path / "resumed", progress=False).fit(stop_at=7)["stopped_early"]
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    # ... then resumed with the original command.
+    train(short, tmp_path / "resumed", resume=True, progress=False)
+    full, resumed = params(tmp_path / "full" / "model.safetensors"), params(tmp_path / "resumed" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+    strip = lambda records: [{k: v for k, v in r.items()} for r in records]  # noqa: E731
+    assert strip(MetricsLog.read(tmp_path / "full" / "metrics.jsonl")) == strip(
+        MetricsLog.read(tmp_path / "resumed" / "metrics.jsonl"))
+
+
+def test_run_folder_is_protected_and_eval_reproduces_result(tmp_path):
+    config = tiny_config("dann", iterations=6)
+    result = train(config, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run. Use --resume"):
+        train(config, tmp_path / "run", progress=False)
+    changed = tiny_config("dann", iterations=6, optim={"lr": 0.5})
+    with pytest.raises(CheckpointError, match="different config"):
+        train(changed, tmp_path / "run", resume=True, progress=False)
+    experiment = load_run(tmp_path / "run")
+    again = experiment.trainer(None, progress=False).evaluate()
+    assert again["target_test/acc"] == pytest.approx(result["target_test/acc"])
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["target_test/acc"] == pytest.approx(result["target_test/acc"])
+    train(config, tmp_path / "run", overwrite=True, progress=False)
+
+
+def test_metrics_log_grl_lambda_and_lr(tmp_path):
+    train(tiny_config("dann", iterations=10), tmp_path / "run", progress=False)
+    records = [r for r in MetricsLog.read(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in records] == [5, 10]
+    from transferlab.schedules import GaninSchedule, InverseDecay
+
+    # Values logged are those of the last step in each window (step index 4 and 9 of 10).
+    assert records[0]["grl_lambda"] == pytest.approx(GaninSchedule()(4 / 10))
+    assert records[1]["lr"] == pytest.approx(0.01 * InverseDecay()(9 / 10))
+    assert {"cls_loss", "transfer_loss", "domain_acc"} <= set(records[0])
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    from transferlab.engine import TrainingDiverged
+
+    config = tiny_config("source_only", iterations=10, optim={"lr": 1e30})
+    with pytest.raises(TrainingDiverged, match="NaN/Inf"):
+        train(config, tmp_path / "run", progress=False)

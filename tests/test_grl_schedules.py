@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+
+from transferlab.models import GradientReversal, reverse_gradient
+from transferlab.schedules import Constant, CosineDecay, GaninSchedule, InverseDecay
+
+
+@pytest.mark.parametrize("coeff", [0.0, 0.25, 1.0, 3.0])
+def test_grl_is_identity_forward_and_reverses_scaled_gradient(coeff):
+    x = torch.randn(5, 3, requires_grad=True)
+    upstream = torch.randn(5, 3)
+    y = reverse_gradient(x, coeff)
+    assert torch.equal(y, x)
+    y.backward(upstream)
+    assert torch.equal(x.grad, -coeff * upstream)
+
+
+def test_grl_module_inside_a_network_flips_only_the_branch_behind_it():
+    torch.manual_seed(0)
+    feature = torch.nn.Linear(4, 4)
+    head = torch.nn.Linear(4, 1)
+    x = torch.randn(8, 4)
+    head(feature(x)).sum().backward()
+    plain = feature.weight.grad.clone()
+    feature.zero_grad()
+    head.zero_grad()
+    head(GradientReversal()(feature(x), 0.5)).sum().backward()
+    assert torch.allclose(feature.weight.grad, -0.5 * plain)
+
+
+def test_ganin_schedule_values():
+    s = GaninSchedule()
+    assert s(0.0) == 0.0
+    assert s(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)  # 0.98661...
+    assert s(1.0) == pytest.approx(0.9999092042625951)
+    assert GaninSchedule(gamma=10, hi=0.1)(1.0) == pytest.approx(0.09999092042625951)
+    values = [s(p / 10) for p in range(11)]
+    assert values == sorted(values)
+
+
+def test_lr_schedules():
+    assert InverseDecay()(0.0) == 1.0
+    assert InverseDecay()(1.0) == pytest.approx(11 ** -0.75)  # 0.1656...
+    assert InverseDecay(gamma=10, power=0.75)(0.5) == pytest.approx(6 ** -0.75)
+    assert CosineDecay()(0.0) == 1.0 and CosineDecay()(1.0) == pytest.approx(0.0, abs=1e-12)
+    assert Constant(0.3)(0.7) == 0.3
