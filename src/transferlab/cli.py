@@ -29,8 +29,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_config
     from .experiment import train
 
-    print("transferlab demo: digits (grey, 8x8) -> digits_m (digits on colour photos), LeNet, "
-          f"{args.iterations} iterations, seed {args.seed}", flush=True)
+    print("transferlab demo: digits (grey, 8x8) -> digits_m (other digits on colour photos), LeNet, "
+          f"{demo_config('dann', args.iterations).train.iterations} iterations, seed {args.seed}", flush=True)
     rows, accuracy = [], {}
     for method in ("source_only", "dann"):
         started = time.perf_counter()
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="source-only vs DANN on the embedded digits shift (no download, < 1 min on CPU)")
-    p.add_argument("--iterations", type=int, default=600)
+    p.add_argument("--iterations", type=int, help="default: the embedded config's 600")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -53,8 +53,21 @@ def device_description(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
+def optimizer_config(base: OptimConfig, overrides: dict[str, Any]) -> OptimConfig:
+    """The run's optimizer settings with a method's per-optimizer overrides, validated."""
+    from pydantic import ValidationError
+
+    from ..config import format_validation_error
+    from ..errors import ConfigError
+
+    try:
+        return OptimConfig(**{**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, OptimConfig, prefix="optimizer override")) from None
+
+
 def build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: Callable[[nn.Parameter], float]) -> torch.optim.Optimizer:
-    cfg = base.model_copy(update=request.overrides)
+    cfg = optimizer_config(base, request.overrides)
     groups = []
     for params, scale in request.groups:
         by_scale: dict[float, list[nn.Parameter]] = {}
@@ -130,6 +143,8 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.resume = resume
         if source.num_classes != target.num_classes:
@@ -149,8 +164,10 @@ class Trainer:
             name: build_optimizer(req, self.optim_cfg, lambda p: backbone_lr_scale if id(p) in backbone_params else 1.0)
             for name, req in requests.items()
         }
+        # Each optimizer anneals by its own schedule (a method may override it, e.g. ADDA's constant-lr Adam).
+        self.lr_schedules = {name: lr_schedule(optimizer_config(self.optim_cfg, req.overrides))
+                             for name, req in requests.items()}
         self._params_of = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
-        self.lr_schedule = lr_schedule(self.optim_cfg)
         self.autocast_dtype = torch.bfloat16 if self.cfg.precision == "bf16" else None
         if self.cfg.compile != "none":
             for child in self.method.children():
@@ -283,8 +300,8 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         while self.step < min(total, stop_at or total):
             progress = self.step / total
-            factor = self.lr_schedule(progress)
-            for optimizer in self.optimizers.values():
+            for name, optimizer in self.optimizers.items():
+                factor = self.lr_schedules[name](progress)
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
             ctx = _Context(self, self.step, total, progress)
@@ -293,7 +310,8 @@ class Trainer:
                 losses = self.method.update(source, target, ctx)
             for key, value in losses.items():  # stays on the device: no host sync inside the step
                 running[key] = running[key] + value.detach().float() if key in running else value.detach().float()
-            scalars = {**ctx.scalars, "lr": self.optim_cfg.lr * factor}
+            scalars = {**ctx.scalars, **{f"lr/{name}" if len(self.optimizers) > 1 else "lr": opt.param_groups[0]["lr"]
+                                         for name, opt in self.optimizers.items()}}
             n_running += 1
             self.step += 1
             bar.update(1)

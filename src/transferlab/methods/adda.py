@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +32,12 @@ class ADDA(Method):
         pretrain_fraction: float = Field(0.5, gt=0.0, lt=1.0)
         """Fraction of the iterations spent on stage 1 (source pre-training)."""
         discriminator_hidden: PositiveInt = 500
-        adversarial_optimizer: str = "adam"
+        adversarial_optimizer: Literal["sgd", "adam", "adamw"] = "adam"
         adversarial_lr: PositiveFloat = 2e-4
         adversarial_betas: tuple[float, float] = (0.5, 0.999)
         adversarial_weight_decay: NonNegativeFloat = 2.5e-5
+        adversarial_lr_schedule: Literal["inverse", "cosine", "constant"] = "constant"
+        """The paper trains stage 2 at a constant learning rate."""
 
     def __init__(self, encoder: nn.Module, num_classes: int, **hparams) -> None:
         super().__init__(encoder, num_classes, **hparams)
@@ -50,7 +53,7 @@ class ADDA(Method):
     def optimizers(self):
         h = self.hparams
         adversarial = {"name": h.adversarial_optimizer, "lr": h.adversarial_lr, "betas": h.adversarial_betas,
-                       "weight_decay": h.adversarial_weight_decay}
+                       "weight_decay": h.adversarial_weight_decay, "lr_schedule": h.adversarial_lr_schedule}
         return {
             "source": OptimizerRequest([(list(self.encoder.parameters()) + list(self.head.parameters()), 1.0)]),
             "target_encoder": OptimizerRequest([(self.target_encoder.parameters(), 1.0)], adversarial),

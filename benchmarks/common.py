@@ -1,0 +1,60 @@
+"""Shared benchmark plumbing: run CLI commands in parallel processes, write results.json + results.md.
+
+Every benchmark writes ``benchmarks/<area>/results.json`` — a list of records with at least task,
+method, metric, mean, std, n_seeds, device, command, date — and a Markdown table made from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REQUIRED = ("task", "method", "metric", "mean", "std", "n_seeds", "device", "command", "date")
+
+
+def run_parallel(commands: list[list[str]], parallel: int, threads: int, log_dir: Path) -> list[int]:
+    """Run CLI commands, ``parallel`` at a time, each limited to ``threads`` CPU threads; logs to log_dir."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+    def one(item):
+        index, cmd = item
+        with open(log_dir / f"{index:03d}.log", "w") as log:
+            log.write(shlex.join(cmd) + "\n")
+            log.flush()
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        print(f"[{'ok' if code == 0 else f'exit {code}'}] {Path(cmd[4]).stem} {cmd[cmd.index('--set') + 1]}", flush=True)
+        return code
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        return list(pool.map(one, enumerate(commands)))
+
+
+def summarize(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def write_results(area: Path, records: list[dict], table_header: str, row) -> None:
+    """Write results.json (validated) and results.md (``row(record) -> list of cells``)."""
+    for record in records:
+        missing = [k for k in REQUIRED if k not in record]
+        assert not missing, f"record lacks {missing}: {record}"
+    (area / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    lines = [table_header]
+    lines += ["| " + " | ".join(str(c) for c in row(r)) + " |" for r in records]
+    (area / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def today() -> str:
+    return dt.date.today().isoformat()
+
+
+def this_command() -> str:
+    return shlex.join([Path(sys.executable).name] + sys.argv)

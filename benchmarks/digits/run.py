@@ -1,0 +1,115 @@
+"""Digits benchmark: every method on MNIST->USPS, USPS->MNIST, MNIST->MNIST-M, several seeds.
+
+Each run is the project's own command (``transferlab train configs/digits/<task>_<method>.yaml``),
+launched ``--parallel`` at a time; finished runs are skipped and interrupted ones resumed, so the
+benchmark can be stopped and restarted. The reported number is the final model's target test
+accuracy (no model selection on the target test set), as mean ± sample std over seeds.
+
+    python benchmarks/digits/run.py --seeds 0 1 2                        # the full protocol (GPU)
+    python benchmarks/digits/run.py --iterations 2000 --tasks mnist_usps usps_mnist --parallel 2 --threads 1
+    python benchmarks/digits/run.py --aggregate-only                     # rebuild results.json/.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from common import run_parallel, summarize, this_command, today, write_results  # noqa: E402
+
+TASKS = {"mnist_usps": "mnist->usps", "usps_mnist": "usps->mnist", "mnist_mnist_m": "mnist->mnist_m",
+         "digits_digits_m": "digits->digits_m"}  # the last one is the embedded default of `transferlab demo`
+METHODS = ["source_only", "dann", "adda", "cdan", "cdan_e", "mcd"]
+# Published target accuracies (%): TLlib's reproduction (M->U, U->M) and the DANN paper (M->MM).
+PUBLISHED = {
+    ("mnist->usps", "source_only"): (82.1, "TLlib"), ("usps->mnist", "source_only"): (74.6, "TLlib"),
+    ("mnist->usps", "dann"): (91.7, "TLlib"), ("usps->mnist", "dann"): (95.2, "TLlib"),
+    ("mnist->usps", "adda"): (94.5, "TLlib"), ("usps->mnist", "adda"): (98.3, "TLlib"),
+    ("mnist->usps", "cdan"): (96.0, "TLlib"), ("usps->mnist", "cdan"): (97.7, "TLlib"),
+    ("mnist->usps", "mcd"): (94.1, "TLlib"), ("usps->mnist", "mcd"): (97.6, "TLlib"),
+    ("mnist->mnist_m", "dann"): (76.66, "DANN paper"), ("mnist->mnist_m", "source_only"): (52.25, "DANN paper"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, help="override train.iterations (shortened protocol)")
+    parser.add_argument("--batch-size", type=int, help="override data.batch_size (per domain)")
+    parser.add_argument("--set", action="append", default=[], help="extra overrides for every run")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at the same time (several fit one GPU)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads per run (0: leave as is)")
+    parser.add_argument("--runs", default=str(REPO / "runs" / "bench_digits"), help="where runs are stored")
+    parser.add_argument("--data-root")
+    parser.add_argument("--aggregate-only", action="store_true")
+    args = parser.parse_args()
+    runs = Path(args.runs)
+
+    overrides = list(args.set) + ["train.eval_every=0"]
+    if args.iterations:
+        overrides.append(f"train.iterations={args.iterations}")
+    if args.batch_size:
+        overrides.append(f"data.batch_size={args.batch_size}")
+    if not args.aggregate_only:
+        commands = []
+        for task in args.tasks:
+            for method in args.methods:
+                for seed in args.seeds:
+                    out = runs / task / method / f"seed{seed}"
+                    if (out / "result.json").is_file():
+                        continue
+                    cmd = [sys.executable, "-m", "transferlab.cli", "train", str(REPO / "configs/digits" / f"{task}_{method}.yaml"),
+                           "--out", str(out), "--no-progress", "--set", f"seed={seed}"]
+                    for o in overrides:
+                        cmd += ["--set", o]
+                    if args.data_root:
+                        cmd += ["--data-root", args.data_root]
+                    if (out / "config.json").is_file():
+                        cmd.append("--resume")
+                    commands.append(cmd)
+        codes = run_parallel(commands, args.parallel, args.threads, runs / "logs") if commands else []
+        if any(codes):
+            print(f"{sum(1 for c in codes if c)} runs failed; see {runs / 'logs'}", file=sys.stderr)
+    aggregate(runs, this_command())
+
+
+def aggregate(runs: Path, command: str) -> None:
+    records = []
+    for task, task_name in TASKS.items():
+        for method in METHODS:
+            results = [json.loads(p.read_text()) for p in sorted((runs / task / method).glob("seed*/result.json"))]
+            if not results:
+                continue
+            configs = [json.loads((p.parent / "config.json").read_text()) for p in sorted((runs / task / method).glob("seed*/result.json"))]
+            values = [r["target_test/acc"] for r in results]
+            mean, std = summarize(values)
+            published = PUBLISHED.get((task_name, method))
+            iterations = configs[0]["train"]["iterations"]
+            records.append({
+                "task": task_name, "method": method, "metric": "target_acc", "mean": round(mean, 2), "std": round(std, 2),
+                "n_seeds": len(values), "values": [round(v, 2) for v in values],
+                "seeds": [c["seed"] for c in configs], "iterations": iterations,
+                "batch_size": configs[0]["data"]["batch_size"], "backbone": configs[0]["model"]["backbone"],
+                "protocol": ("embedded default (demo config)" if task == "digits_digits_m" else
+                             "full (10,000 iterations)" if iterations >= 10_000 else f"shortened: {iterations} of 10,000 iterations"),
+                "device": results[0]["device"], "train_seconds_mean": round(sum(r["train_seconds"] for r in results) / len(results), 1),
+                "published": published[0] if published else None, "published_source": published[1] if published else None,
+                "command": command, "date": today(),
+            })
+    header = ("| task | method | target acc % (mean ± std) | seeds | iterations | batch | published | device |\n"
+              "|---|---|---|---|---|---|---|---|")
+    write_results(HERE, records, header, lambda r: [
+        r["task"], r["method"], f"{r['mean']:.1f} ± {r['std']:.1f}", r["n_seeds"], r["iterations"], f"{r['batch_size']}+{r['batch_size']}",
+        f"{r['published']} ({r['published_source']})" if r["published"] is not None else "—", r["device"]])
+    print((HERE / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
