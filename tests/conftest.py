@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,14 @@ def tiny_config(method: str = "dann", iterations: int = 20, **sections):
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value}
     return load_config(raw=raw)
+
+
+WORKER = Path(__file__).resolve().parent / "dist_worker.py"
+
+
+def torchrun(tmp_path, method, **env):
+    launcher = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    assert launcher, "torchrun not found next to the Python interpreter"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent), **env}
+    return subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path), method],
+                          capture_output=True, text=True, timeout=300, env=env)

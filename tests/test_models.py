@@ -1,6 +1,5 @@
 """Backbones by name, pretrained weights from local files only, and precision."""
 
-import pickle
 import time
 
 import pytest
@@ -53,20 +52,6 @@ def test_pretrained_weights_from_local_files(tmp_path):
     # A torch file holding only tensors loads with weights_only=True ...
     torch.save(DTN(3, 32).state_dict(), tmp_path / "dtn.pt")
     create_backbone("dtn", in_channels=3, image_size=32, pretrained=str(tmp_path / "dtn.pt"))
-
-
-class Exploit:
-    def __reduce__(self):
-        return (exec, ("open('PWNED', 'w').write('owned')",))
-
-
-def test_a_malicious_pickle_is_refused(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with open(tmp_path / "evil.pt", "wb") as handle:
-        pickle.dump({"conv.0.weight": Exploit()}, handle)
-    with pytest.raises(TransferlabError, match="refusing to load .*evil.pt"):
-        create_backbone("lenet", in_channels=1, image_size=28, pretrained=str(tmp_path / "evil.pt"))
-    assert not (tmp_path / "PWNED").exists()
 
 
 def test_bf16_autocast_trains_with_finite_losses(tmp_path):

@@ -20,3 +20,9 @@ class DataError(TransferlabError):
 
 class CheckpointError(TransferlabError):
     """A checkpoint or run directory cannot be used."""
+
+
+def state_dict_mismatch(exc: RuntimeError, limit: int = 2) -> str:
+    """The useful part of torch's ``load_state_dict`` error: the first few mismatches, one line."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    return "; ".join(lines[:limit]) or str(exc).splitlines()[0]

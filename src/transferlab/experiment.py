@@ -18,7 +18,7 @@ from .config import Config, validate
 from .data import ArrayDataset, FeatureTransform, ImageTransform
 from .engine import Trainer, prepare_run_dir
 from .engine.checkpoint import load_tensors
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, state_dict_mismatch
 from .methods import METHODS, Method
 from .models import Encoder, create_backbone
 
@@ -56,6 +56,24 @@ def _check_images(source: ArrayDataset, target: ArrayDataset, config: Config) ->
     return height
 
 
+def _check_input(encoder, source: ArrayDataset, transform, config: Config) -> None:
+    """Forward two samples once, so a backbone/input mismatch is reported before training starts."""
+    x = transform(source.x[:2])
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            encoder(x)
+    except RuntimeError as exc:
+        raise DataError(
+            f"backbone '{config.model.backbone}' cannot take input of shape {tuple(x.shape[1:])} "
+            f"(data.channels={config.data.channels}, data.image_size={config.data.image_size}): "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    finally:
+        encoder.train(was_training)
+
+
 def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     """Load the datasets and build the transform, encoder and method for ``config``."""
     c = config
@@ -90,6 +108,7 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
         transform = ImageTransform(channels, size, expand(c.data.mean), expand(c.data.std))
         backbone = create_backbone(c.model.backbone, in_channels=channels, image_size=size, pretrained=c.model.pretrained)
     encoder = Encoder(backbone, c.model.bottleneck_dim)
+    _check_input(encoder, source, transform, c)
     method_cfg = c.method_config()
     method = METHODS.get(method_cfg.name)(encoder, source.num_classes, **method_cfg.model_dump(exclude={"name"}))
     return Experiment(c, method, source, target, test, transform)
@@ -98,11 +117,11 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
 def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Build and train; with ``out_dir`` the run is saved (config, metrics, checkpoints, final model, result)."""
+    experiment = build(config, data_root)  # data and model problems surface before anything is written
     resume_run = False
     if out_dir is not None:
         out_dir = Path(out_dir)
         resume_run = prepare_run_dir(out_dir, config.to_dict(), resume=resume, overwrite=overwrite)
-    experiment = build(config, data_root)
     result = experiment.trainer(out_dir, progress=progress, resume=resume_run).fit()
     return {"method": config.method_config().name, "task": f"{config.data.source.name}->{config.data.target.name}",
             **result}
@@ -121,5 +140,5 @@ def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Experi
     try:
         experiment.method.load_state_dict(load_tensors(weights))
     except RuntimeError as exc:
-        raise CheckpointError(f"{weights} does not match the run's model: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{weights} does not match the run's model: {state_dict_mismatch(exc)}") from None
     return experiment

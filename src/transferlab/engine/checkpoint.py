@@ -170,6 +170,8 @@ def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrit
     ``overwrite`` (the old run is deleted) is given, so a typo never clobbers finished work.
     """
     saved = out / "config.json"
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {out} is a file, not a folder; choose a folder for the run")
     if saved.exists():
         if overwrite:
             shutil.rmtree(out)

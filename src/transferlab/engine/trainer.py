@@ -13,8 +13,11 @@ from rank 0 before every evaluation and checkpoint, so all ranks hold identical 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import signal
+import threading
 import platform
 import time
 from collections.abc import Callable
@@ -86,6 +89,26 @@ def lr_schedule(cfg: OptimConfig) -> Schedule:
     if cfg.lr_schedule == "inverse":
         return InverseDecay(cfg.lr_gamma, cfg.lr_power)
     return CosineDecay() if cfg.lr_schedule == "cosine" else Constant(1.0)
+
+
+class _SigtermFlag:
+    """While active (main thread only), SIGTERM sets ``.set`` instead of killing the process at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous = None
+
+    def __enter__(self) -> _SigtermFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.set = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 @dataclass
@@ -284,7 +307,43 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------------
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
-        """Train to ``train.iterations`` (or only up to step ``stop_at``, leaving a resumable run)."""
+        """Train to ``train.iterations`` (or only up to step ``stop_at``, leaving a resumable run).
+
+        A SIGTERM (cluster pre-emption) finishes the current step, writes a checkpoint and stops with
+        a message saying how to resume. Running out of device memory or disk space stops with a
+        message that says what to change; files already written stay valid (all writes are atomic).
+        """
+        with _SigtermFlag() as sigterm:
+            try:
+                return self._fit(stop_at, sigterm)
+            except torch.OutOfMemoryError:
+                raise TransferlabError(
+                    f"out of memory on {device_description(self.device)} at step {self.step}. Lower data.batch_size, "
+                    f"use train.precision: bf16, or a smaller backbone; the last good checkpoint is kept"
+                ) from None
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                    raise
+                raise TransferlabError(
+                    f"could not write to {self.out_dir} ({exc.strerror}) at step {self.step}. Free space or choose "
+                    f"another --out; no partial file was left, and the last complete checkpoint is kept"
+                ) from None
+
+    def _flush(self, log: MetricsLog, running: dict[str, torch.Tensor], n_running: int,
+               scalars: dict[str, float], bar) -> None:
+        """Write the window's mean losses (one host sync per window) and stop on NaN/Inf."""
+        means = dict(zip(running, (torch.stack(list(running.values())) / n_running).tolist()))
+        bad = [k for k, v in means.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"{', '.join(bad)} became NaN/Inf between steps {self.step - n_running + 1} and {self.step}; "
+                f"the last good checkpoint is kept. Try a lower optim.lr, train.precision: fp32, or a smaller "
+                f"method trade_off."
+            )
+        log.write({"step": self.step, "kind": "train", **means, **scalars})
+        bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
+
+    def _fit(self, stop_at: int | None, sigterm: _SigtermFlag) -> dict[str, Any]:
         total = self.cfg.iterations
         resumed = self.resume and self.load_checkpoint()
         if not resumed:
@@ -316,24 +375,21 @@ class Trainer:
             self.step += 1
             bar.update(1)
             last = self.step == total
-            if self.step % self.cfg.log_every == 0 or last:
-                means = dict(zip(running, (torch.stack(list(running.values())) / n_running).tolist()))
-                bad = [k for k, v in means.items() if not math.isfinite(v)]
-                if bad:
-                    raise TrainingDiverged(
-                        f"{', '.join(bad)} became NaN/Inf between steps {self.step - n_running + 1} and {self.step}; "
-                        f"the last good checkpoint is kept. Try a lower optim.lr, train.precision: fp32, or a smaller "
-                        f"method trade_off."
-                    )
-                log.write({"step": self.step, "kind": "train", **means, **scalars})
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
+            checkpoint_due = (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0) or last or sigterm.set
+            if self.step % self.cfg.log_every == 0 or checkpoint_due:  # never checkpoint a diverged model
+                self._flush(log, running, n_running, scalars, bar)
                 running, n_running = {}, 0
             if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or last:
                 if self.eval_sets:
-                    metrics = self.evaluate()
-                    log.write({"step": self.step, "kind": "eval", **metrics})
-            if (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0) or last:
+                    log.write({"step": self.step, "kind": "eval", **self.evaluate()})
+            if checkpoint_due:
                 self.save_checkpoint()
+            if sigterm.set and not last:
+                bar.close()
+                raise TransferlabError(
+                    f"stopped by SIGTERM at step {self.step}; a checkpoint was written. Continue with the same "
+                    f"command plus --resume"
+                )
         bar.close()
         if self.step < total:  # stopped early on request: the checkpoints are the run's state
             self.state.wait_for_everyone()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import TransferlabError
+from ..errors import TransferlabError, state_dict_mismatch
 from ..registry import Registry
 
 BackboneFactory = Callable[..., nn.Module]
@@ -190,8 +190,17 @@ def create_backbone(name: str, *, in_channels: int = 3, image_size: int = 224, i
     if name.startswith("timm:"):
         return _timm(name.split(":", 1)[1], pretrained, in_channels)
     factory = BACKBONES.get(name)
-    model = factory(in_channels=in_channels, image_size=image_size, in_features=in_features)
+    try:
+        model = factory(in_channels=in_channels, image_size=image_size, in_features=in_features)
+    except RuntimeError as exc:  # e.g. an image too small for the network's convolutions
+        raise TransferlabError(
+            f"backbone '{name}' cannot be built for {in_channels}x{image_size}x{image_size} input: "
+            f"{str(exc).splitlines()[0]}. Choose a larger data.image_size or another backbone"
+        ) from None
     if pretrained:
         path = Path(pretrained) if isinstance(pretrained, str) else weights_cache() / f"{name}.safetensors"
-        model.load_state_dict(load_weights_file(path))
+        try:
+            model.load_state_dict(load_weights_file(path))
+        except RuntimeError as exc:
+            raise TransferlabError(f"{path} does not fit backbone '{name}': {state_dict_mismatch(exc)}") from None
     return model
