@@ -79,3 +79,23 @@ def test_image_transform_scales_resizes_and_adapts_channels():
     assert out.shape == (1, 1, 4, 4) and torch.allclose(out, torch.full_like(out, 0.299))
     floats = torch.full((1, 16, 16), 0.25)  # USPS stores floats in [0,1]: no /255
     assert torch.allclose(ImageTransform(1, None, (0.0,), (1.0,))(floats), torch.full((1, 1, 16, 16), 0.25))
+
+
+def test_loader_stream_draws_the_same_batches_as_the_device_stream_and_resumes():
+    from transferlab.data import LoaderStream, make_stream
+
+    ds = load("digits", "train")
+    tensor_stream = TensorStream(ds, 64, seed=5)
+    loader_stream = LoaderStream(ds, 64, seed=5, num_workers=2)
+    per_epoch = len(ds) // 64
+    for _ in range(per_epoch + 3):  # across an epoch boundary
+        a, b = next(tensor_stream), next(loader_stream)
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    state = loader_stream.state_dict()
+    expected = [next(loader_stream).x for _ in range(4)]
+    resumed = LoaderStream(ds, 64, seed=5, num_workers=0)
+    resumed.load_state_dict(state)
+    for want in expected:
+        assert torch.equal(next(resumed).x, want)
+    assert isinstance(make_stream(ds, 64, seed=0, max_device_bytes=10), LoaderStream)
+    assert isinstance(make_stream(ds, 64, seed=0), TensorStream)

@@ -40,6 +40,11 @@ def concat_inputs(a: Any, b: Any) -> Any:
     return torch.cat([a, b])
 
 
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of one epoch: a permutation of ``range(n)`` fixed by ``(seed, epoch)``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 class TensorStream:
     """Endless shuffled mini-batches from an :class:`ArrayDataset` resident on ``device``."""
 
@@ -64,8 +69,7 @@ class TensorStream:
         self._order = self._permutation(self.epoch)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.x), generator=generator).to(self.device, non_blocking=True)
+        return epoch_permutation(len(self.x), self.seed, epoch).to(self.device, non_blocking=True)
 
     def __iter__(self) -> TensorStream:
         return self
@@ -85,6 +89,93 @@ class TensorStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
         self._order = self._permutation(self.epoch)
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields ``epoch_permutation`` from batch ``start`` on (drop_last): the order TensorStream uses."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start: int) -> None:
+        self.n, self.batch_size, self.seed, self.epoch, self.start = n, batch_size, seed, epoch, start
+
+    def __iter__(self):
+        usable = (self.n // self.batch_size) * self.batch_size
+        return iter(epoch_permutation(self.n, self.seed, self.epoch)[self.start * self.batch_size : usable].tolist())
+
+    def __len__(self) -> int:
+        return (self.n // self.batch_size - self.start) * self.batch_size
+
+
+class LoaderStream:
+    """Endless shuffled mini-batches through a ``DataLoader`` with worker processes, for data that should
+    not live on the device (large or lazily loaded sets). It draws exactly the batches a
+    :class:`TensorStream` with the same seed would, and resumes from ``(epoch, position)`` the same way.
+
+    ``dataset`` is any map-style dataset returning ``(x, y)`` per index (an :class:`ArrayDataset` works).
+    """
+
+    def __init__(self, dataset, batch_size: int, *, seed: int, device: torch.device | str = "cpu",
+                 transform: Transform | None = None, labelled: bool = True, num_workers: int = 2) -> None:
+        if len(dataset) < batch_size:
+            raise DataError(f"dataset has {len(dataset)} samples, fewer than the batch size {batch_size}; "
+                            f"lower data.batch_size")
+        self.dataset = _Pairs(dataset) if isinstance(dataset, ArrayDataset) else dataset
+        self.batch_size, self.seed, self.transform, self.labelled = batch_size, seed, transform, labelled
+        self.device = torch.device(device)
+        self.num_workers = num_workers
+        self.batches_per_epoch = len(dataset) // batch_size
+        self.epoch, self.position = 0, 0
+        self._iterator = None
+
+    def _start(self) -> None:
+        sampler = _EpochSampler(len(self.dataset), self.batch_size, self.seed, self.epoch, self.position)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+        self._iterator = iter(loader)
+
+    def __iter__(self) -> LoaderStream:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position == self.batches_per_epoch:
+            self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
+        if self._iterator is None:
+            self._start()
+        x, y = next(self._iterator)
+        self.position += 1
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True) if self.labelled else None
+        return Batch(self.transform(x) if self.transform else x, y)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
+        self._iterator = None
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, dataset: ArrayDataset) -> None:
+        self.x, self.y = dataset.x, dataset.y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int):
+        return self.x[index], self.y[index]
+
+
+def make_stream(dataset: ArrayDataset, batch_size: int, *, seed: int, device: torch.device | str = "cpu",
+                transform: Transform | None = None, labelled: bool = True, max_device_bytes: int = 2 << 30,
+                num_workers: int = 2):
+    """A :class:`TensorStream` when the set fits ``max_device_bytes`` (all digit sets do), else a :class:`LoaderStream`."""
+    size = dataset.x.element_size() * dataset.x.nelement()
+    if size <= max_device_bytes:
+        return TensorStream(dataset, batch_size, seed=seed, device=device, transform=transform, labelled=labelled)
+    return LoaderStream(dataset, batch_size, seed=seed, device=device, transform=transform, labelled=labelled,
+                        num_workers=num_workers)
 
 
 def iterate_batches(dataset: ArrayDataset, batch_size: int, *, device: torch.device | str = "cpu",

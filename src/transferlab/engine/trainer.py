@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..config import OptimConfig, TrainConfig
 from ..data.datasets import ArrayDataset
-from ..data.streams import TensorStream, iterate_batches
+from ..data.streams import iterate_batches, make_stream
 from ..errors import TransferlabError
 from ..methods.base import Method, OptimizerRequest
 from ..schedules import Constant, CosineDecay, InverseDecay, Schedule
@@ -143,7 +143,8 @@ class Trainer:
                  eval_sets: dict[str, ArrayDataset] | None = None, transform: Callable | None = None,
                  train: TrainConfig | None = None, optim: OptimConfig | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, seed: int = 0, out_dir: str | Path | None = None,
-                 backbone_lr_scale: float = 1.0, progress: bool = True, resume: bool = False) -> None:
+                 backbone_lr_scale: float = 1.0, progress: bool = True, resume: bool = False,
+                 max_device_bytes: int = 2 << 30) -> None:
         from accelerate import PartialState
 
         self.cfg = train or TrainConfig()
@@ -176,10 +177,11 @@ class Trainer:
                 f"closed-set adaptation needs the same label space"
             )
         # Different ranks draw different batches; everything else is identical across ranks.
-        self.source_stream = TensorStream(source, batch_size, seed=seed * 2 + 0 + 1000 * self.rank,
-                                          device=self.device, transform=transform)
-        self.target_stream = TensorStream(target, batch_size, seed=seed * 2 + 1 + 1000 * self.rank,
-                                          device=self.device, transform=transform, labelled=False)
+        # Small sets live on the device (TensorStream); large ones go through DataLoader workers.
+        self.source_stream = make_stream(source, batch_size, seed=seed * 2 + 0 + 1000 * self.rank, device=self.device,
+                                         transform=transform, max_device_bytes=max_device_bytes)
+        self.target_stream = make_stream(target, batch_size, seed=seed * 2 + 1 + 1000 * self.rank, device=self.device,
+                                         transform=transform, labelled=False, max_device_bytes=max_device_bytes)
         backbone_params = {id(p) for name, m in method.named_modules() if name.split(".")[-1] == "backbone"
                            for p in m.parameters()}
         requests = method.optimizers()
