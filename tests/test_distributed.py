@@ -22,3 +22,25 @@ def test_two_process_gloo_run_ends_with_identical_parameters(tmp_path, method):
     accs = {line.split("acc=")[1] for line in done.stdout.splitlines() if "acc=" in line}
     assert len(accs) == 1
 
+
+
+@pytest.mark.slow
+def test_the_documented_torchrun_cli_command(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    config = tmp_path / "t.yaml"
+    config.write_text("data: {source: {name: digits}, target: {name: digits_m}, image_size: 16, channels: 3, "
+                      "batch_size: 16}\nmodel: {bottleneck_dim: 32}\nmethod: {name: mcd}\n"
+                      "train: {iterations: 8, eval_every: 4, checkpoint_every: 4, log_every: 4}\n")
+    launcher = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    done = subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", "-m", "transferlab.cli", "train",
+                           str(config), "--out", str(tmp_path / "run"), "--no-progress"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run saved in") == 1
+    assert '"world_size": 2' in done.stdout
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"config.json", "metrics.jsonl", "model.safetensors",
+                                                             "result.json", "checkpoints"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,8 +54,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = train(config, out, data_root=args.data_root, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress)
-    print(json.dumps({k: v for k, v in result.items()}, indent=2))
-    print(f"run saved in {out}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
+        print(json.dumps(result, indent=2))
+        print(f"run saved in {out}")
     return 0
 
 

@@ -16,7 +16,7 @@ import torch
 from . import data as tl_data
 from .config import Config, validate
 from .data import ArrayDataset, FeatureTransform, ImageTransform
-from .engine import Trainer, prepare_run_dir
+from .engine import Trainer
 from .engine.checkpoint import load_tensors
 from .errors import CheckpointError, ConfigError, DataError, state_dict_mismatch
 from .methods import METHODS, Method
@@ -118,11 +118,10 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
           overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Build and train; with ``out_dir`` the run is saved (config, metrics, checkpoints, final model, result)."""
     experiment = build(config, data_root)  # data and model problems surface before anything is written
-    resume_run = False
+    trainer = experiment.trainer(out_dir, progress=progress)
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        resume_run = prepare_run_dir(out_dir, config.to_dict(), resume=resume, overwrite=overwrite)
-    result = experiment.trainer(out_dir, progress=progress, resume=resume_run).fit()
+        trainer.prepare_run(config.to_dict(), resume=resume, overwrite=overwrite)
+    result = trainer.fit()
     return {"method": config.method_config().name, "task": f"{config.data.source.name}->{config.data.target.name}",
             **result}
 

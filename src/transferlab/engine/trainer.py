@@ -36,7 +36,7 @@ from ..data.streams import iterate_batches, make_stream
 from ..errors import TransferlabError
 from ..methods.base import Method, OptimizerRequest
 from ..schedules import Constant, CosineDecay, InverseDecay, Schedule
-from .checkpoint import CheckpointManager, atomic_write_json, flatten_optimizer, save_tensors, unflatten_optimizer
+from .checkpoint import CheckpointManager, atomic_write_json, prepare_run_dir, flatten_optimizer, save_tensors, unflatten_optimizer
 from .metrics import MetricsLog
 
 
@@ -167,8 +167,6 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        if self.out_dir is not None and self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.resume = resume
         if source.num_classes != target.num_classes:
@@ -230,6 +228,17 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                               enabled=self.autocast_dtype is not None)
+
+    def prepare_run(self, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False) -> bool:
+        """Make ``out_dir`` ready (rank 0 only, then a barrier); True when an earlier run will be resumed."""
+        resume_run = False
+        if self.is_main:
+            resume_run = prepare_run_dir(self.out_dir, config, resume=resume, overwrite=overwrite)
+        self.state.wait_for_everyone()
+        if not self.is_main:  # rank 0 decided; a missing checkpoint simply means a fresh start
+            resume_run = resume
+        self.resume = resume_run
+        return resume_run
 
     # --- evaluation ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -347,6 +356,8 @@ class Trainer:
 
     def _fit(self, stop_at: int | None, sigterm: _SigtermFlag) -> dict[str, Any]:
         total = self.cfg.iterations
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume and self.load_checkpoint()
         if not resumed:
             torch.manual_seed(self.seed * 7919 + self.rank * 104729)

@@ -11,24 +11,21 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import NonNegativeFloat, PositiveInt
+from pydantic import PositiveInt
 from torch import nn
 
 from ..losses import ConditionalDomainAdversarialLoss, MultilinearMap
 from ..models import DomainDiscriminator
 from ..schedules import GaninSchedule
-from .base import METHODS, Method, MethodConfig
+from .base import METHODS, Method
+from .dann import DANN
 
 
 @METHODS.register("cdan")
 class CDAN(Method):
     entropy_conditioning = False
 
-    class Config(MethodConfig):
-        trade_off: NonNegativeFloat = 1.0
-        grl_gamma: NonNegativeFloat = 10.0
-        grl_max: NonNegativeFloat = 1.0
-        discriminator_hidden: PositiveInt = 1024
+    class Config(DANN.Config):  # DANN's trade-off, GRL schedule and discriminator, plus the conditioning
         randomized: Literal["auto", "yes", "no"] = "auto"
         """Use the randomized multilinear map: ``auto`` = when features·classes > randomize_above."""
         randomize_above: PositiveInt = 4096
