@@ -139,3 +139,53 @@ def test_a_run_folder_holding_another_run_is_never_overwritten(tmp_path, capsys)
     assert main(["train", str(config), "--out", str(tmp_path / "other"), "--no-progress"]) == 2
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 0
+
+
+# --- the remaining bad inputs of the reliability checklist, end to end through the CLI ------------
+
+
+def _cli_config(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+DIGITS_RUN = ("data: {source: {name: mnist}, target: {name: usps}, image_size: 28, batch_size: 4}\n"
+              "model: {bottleneck_dim: 8}\ntrain: {iterations: 2}\n")
+
+
+def test_cli_missing_and_corrupt_dataset_files(tmp_path, capsys):
+    config = _cli_config(tmp_path, DIGITS_RUN)
+    root = tmp_path / "root"
+    assert main(["train", str(config), "--data-root", str(root), "--out", str(tmp_path / "r1"), "--no-progress"]) == 2
+    assert "mnist/train.npz does not exist" in capsys.readouterr().err
+    npz(root, "mnist", "train", *digits_like(8))
+    (root / "usps").mkdir()
+    (root / "usps" / "train.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 20)  # a truncated download
+    assert main(["train", str(config), "--data-root", str(root), "--out", str(tmp_path / "r2"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "usps/train.npz is corrupt or truncated" in err and "Traceback" not in err
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_download_with_a_wrong_sha256_keeps_nothing(tmp_path):
+    from transferlab.data.download import Resource, fetch
+
+    served = tmp_path / "served.bin"
+    served.write_bytes(b"tampered")
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match="sha256"):
+        fetch(Resource(served.as_uri(), "0" * 64, "file.bin"), dest, progress=False)
+    assert not dest.exists() or not any(dest.iterdir())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.iteratons=5", "Did you mean 'iterations'"),
+    ("optim.lr=-0.1", "optim.lr: Input should be greater than 0"),
+    ("data.batch_size=many", "data.batch_size: Input should be a valid integer"),
+])
+def test_cli_misspelled_keys_wrong_types_and_ranges(tmp_path, capsys, override, message):
+    config = _cli_config(tmp_path, DIGITS_RUN)
+    assert main(["train", str(config), "--set", override, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
