@@ -60,6 +60,8 @@ def main() -> None:
     if not args.aggregate_only:
         commands = []
         for task in args.tasks:
+            (runs / task).mkdir(parents=True, exist_ok=True)
+            (runs / task / "command.txt").write_text(this_command() + "\n")  # what produced this task's runs
             for method in args.methods:
                 for seed in args.seeds:
                     out = runs / task / method / f"seed{seed}"
@@ -77,10 +79,10 @@ def main() -> None:
         codes = run_parallel(commands, args.parallel, args.threads, runs / "logs") if commands else []
         if any(codes):
             print(f"{sum(1 for c in codes if c)} runs failed; see {runs / 'logs'}", file=sys.stderr)
-    aggregate(runs, this_command())
+    aggregate(runs)
 
 
-def aggregate(runs: Path, command: str) -> None:
+def aggregate(runs: Path) -> None:
     records = []
     for task, task_name in TASKS.items():
         for method in METHODS:
@@ -101,7 +103,7 @@ def aggregate(runs: Path, command: str) -> None:
                              "full (10,000 iterations)" if iterations >= 10_000 else f"shortened: {iterations} of 10,000 iterations"),
                 "device": results[0]["device"], "train_seconds_mean": round(sum(r["train_seconds"] for r in results) / len(results), 1),
                 "published": published[0] if published else None, "published_source": published[1] if published else None,
-                "command": command, "date": today(),
+                "command": (runs / task / "command.txt").read_text().strip(), "date": today(),
             })
     header = ("| task | method | target acc % (mean ± std) | seeds | iterations | batch | published | device |\n"
               "|---|---|---|---|---|---|---|---|")
