@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from transferlab.losses import (
     ConditionalDomainAdversarialLoss, DomainAdversarialLoss, MultilinearMap, binary_domain_loss,
@@ -59,7 +58,6 @@ def test_dann_loss_reverses_gradient_into_features():
 
 def test_cdan_entropy_weights_favour_confident_samples():
     torch.manual_seed(0)
-    captured = {}
 
     def disc(h):
         return torch.zeros(len(h), requires_grad=True)

@@ -6,7 +6,7 @@ import torch
 from transferlab.config import OptimConfig
 from transferlab.data import Batch
 from transferlab.engine.trainer import build_optimizer
-from transferlab.methods import ADDA, MCD, METHODS
+from transferlab.methods import ADDA, METHODS
 from transferlab.models import Encoder, MLP
 from transferlab.schedules import Schedule
 

@@ -2,13 +2,12 @@
 
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transferlab.cli import main
 from transferlab.config import load_config
-from transferlab.errors import ConfigError, TransferlabError
+from transferlab.errors import ConfigError
 
 BASE = Path(__file__).resolve().parents[2] / "configs" / "digits" / "mnist_usps_dann.yaml"
 
