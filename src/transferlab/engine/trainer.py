@@ -367,6 +367,7 @@ class Trainer:
         running: dict[str, torch.Tensor] = {}
         scalars: dict[str, float] = {}
         n_running = 0
+        final_metrics: dict[str, float] | None = None  # evaluation at the last step, reused for the result
         started, start_step = time.perf_counter(), self.step
         bar = tqdm(total=total, initial=self.step, disable=not (self.progress and self.is_main), desc="train",
                    dynamic_ncols=True, leave=False)
@@ -394,7 +395,8 @@ class Trainer:
                 running, n_running = {}, 0
             if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or last:
                 if self.eval_sets:
-                    log.write({"step": self.step, "kind": "eval", **self.evaluate()})
+                    final_metrics = self.evaluate()
+                    log.write({"step": self.step, "kind": "eval", **final_metrics})
             if checkpoint_due:
                 self.save_checkpoint()
             if sigterm.set and not last:
@@ -410,7 +412,7 @@ class Trainer:
         elapsed = time.perf_counter() - started
         result = {
             "step": self.step,
-            **self.evaluate(),
+            **(final_metrics if final_metrics is not None else self.evaluate()),  # the last step's eval, not a second pass
             "train_seconds": elapsed,
             "steps_per_s": (self.step - start_step) / elapsed if elapsed > 0 else None,
             "device": device_description(self.device),
