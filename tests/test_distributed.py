@@ -1,5 +1,7 @@
 """Two CPU processes (gloo) launched with torchrun train the same model: identical parameters at the end."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -44,3 +46,30 @@ def test_the_documented_torchrun_cli_command(tmp_path):
     assert '"world_size": 2' in done.stdout
     assert {p.name for p in (tmp_path / "run").iterdir()} >= {"config.json", "metrics.jsonl", "model.safetensors",
                                                              "result.json", "checkpoints"}
+
+
+@pytest.mark.slow
+def test_contrastive_loss_over_the_gathered_batch_matches_one_process(tmp_path):
+    """Two processes with half the batch each, negatives gathered across them, gradients averaged by
+    the engine: the same update as one process computing NT-Xent on the whole batch."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from gather_worker import global_batch, initial_encoder
+    from transferlab.losses import nt_xent
+
+    worker = Path(__file__).resolve().parent / "gather_worker.py"
+    launcher = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    done = subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", str(worker), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(worker.parent)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    encoder = initial_encoder()
+    view1, view2 = global_batch()
+    nt_xent(encoder(view1), encoder(view2), 0.5).backward()
+    expected = encoder.weight.detach() - 0.1 * encoder.weight.grad
+    gathered = load_file(str(tmp_path / "gathered.safetensors"))["weight"]
+    assert not torch.allclose(gathered, encoder.weight.detach())  # the step moved the weights
+    torch.testing.assert_close(gathered, expected, rtol=1e-5, atol=1e-6)

@@ -57,7 +57,8 @@ def test_update_reduces_classification_loss(name):
     history = []
     for step in range(60):  # ADDA's stage 1 covers these steps (pretrain_fraction 0.5 of 200)
         ctx.step, ctx.progress = step, step / 200
-        history.append(method.update(Batch(xs, ys), Batch(xt), ctx)[first_key].item())
+        batches = [Batch(xs, ys), Batch(xt)][: len(method.inputs)]
+        history.append(method.update(*batches, ctx)[first_key].item())
     assert sum(history[-10:]) / 10 < 0.5 * sum(history[:10]) / 10
     method.eval()
     accuracy = (method.predict(xs).argmax(1) == ys).float().mean().item()

@@ -1,4 +1,4 @@
-"""Command line: ``transferlab demo | train | eval | datasets | methods``.
+"""Command line: ``transferlab demo | train | pretrain | probe | finetune | grid | analyze | eval | datasets | methods``.
 
 Thin by design: parse arguments, validate the config, call the library. Every
 :class:`~transferlab.errors.TransferlabError` is printed as one ``error:`` message with exit status 2.
@@ -60,10 +60,123 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .methods import METHODS
+
+    config = load_config(args.config, args.set)
+    name = config.method_config().name
+    if METHODS.get(name).inputs != {"source": False}:
+        raise ConfigError(f"method {name} is not a pretraining method (it trains on labels); use `transferlab train`. "
+                          f"Pretraining methods: {', '.join(n for n in METHODS if METHODS.get(n).inputs == {'source': False})}")
+    return cmd_train(args)
+
+
+def _labels(text: str):
+    if text == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return value
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from .protocol import run_transfer
+
+    strategy = "scratch" if getattr(args, "from_scratch", False) else args.strategy
+    out = Path(args.out) if args.out else None
+    result = run_transfer(args.run, strategy, args.labels_per_class, args.seed, out_dir=out, overrides=args.set,
+                          data_root=args.data_root, overwrite=args.overwrite, progress=not args.no_progress)
+    print(json.dumps(result, indent=2))
+    if out is not None:
+        print(f"run saved in {out}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .protocol import run_grid
+
+    records = run_grid(args.runs, args.out, labels=args.labels_per_class, strategies=args.strategies, seeds=args.seeds,
+                       jobs=args.jobs, overrides=args.set, data_root=args.data_root,
+                       command=shlex.join(["transferlab"] + sys.argv[1:]))
+    print()
+    print((Path(args.out) / "results.md").read_text())
+    print(f"{len(records)} results in {args.out}/results.json, plot in {args.out}/accuracy_vs_labels.png")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import runs as analysis
+
+    out = Path(args.out)
+    if args.analysis == "divergence":
+        reports = [analysis.divergence_report(run, data_root=args.data_root, max_samples=args.max_samples,
+                                              classifier=args.classifier, seed=args.seed) for run in args.runs]
+        analysis.write_json(out / "divergence.json", reports)
+        analysis.plot_divergence(reports, out / "divergence.png")
+        rows = [["/".join(Path(r["run"]).parts[-2:]), r["method"], f"{r['source_error']:.1f}", f"{r['target_error']:.1f}",
+                 f"{r['a_distance']:.3f}", f"{r['lambda']:.3f}"] for r in reports]
+        print(_table(rows, ["run", "method", "source err %", "target err %", "A-distance", "lambda"]))
+        print(f"\nwritten: {out / 'divergence.json'}, {out / 'divergence.png'} (lambda uses target labels: analysis only)")
+    elif args.analysis == "features":
+        for run in args.runs:
+            info = analysis.feature_map(run, out / f"tsne_{Path(run).name}.png", data_root=args.data_root,
+                                        max_samples=args.max_samples, seed=args.seed)
+            print(f"{run}: {info['plot']}")
+    elif args.analysis == "scores":
+        accuracies = args.accuracies or _grid_accuracies(args.accuracies_from, args.runs, args.labels_per_class)
+        report = analysis.score_candidates(args.runs, accuracies, data_root=args.data_root,
+                                           max_samples=args.max_samples, seed=args.seed)
+        analysis.write_json(out / "scores.json", report)
+        rows = [["/".join(Path(r["run"]).parts[-2:]), r["pretraining"], f"{r['finetuned_acc']:.1f}", f"{r['logme']:.3f}",
+                 f"{r['h_score']:.3f}", f"{r['transrate']:.3f}"] for r in report["candidates"]]
+        print(_table(rows, ["run", "pretraining", "fine-tuned acc %", "LogME", "H-score", "TransRate"]))
+        for key, value in report["correlation"].items():
+            print(f"{key}: weighted Kendall tau {value['weighted_kendall_tau']:+.3f}, Kendall tau {value['kendall_tau']:+.3f}")
+        print(f"\nwritten: {out / 'scores.json'}")
+    elif args.analysis == "landscape":
+        for run in args.runs:
+            info = analysis.landscape_report(run, out / f"landscape_{Path(run).name}.png", data_root=args.data_root,
+                                             max_samples=args.max_samples, seed=args.seed)
+            analysis.write_json(out / f"landscape_{Path(run).name}.json", info)
+            print(f"{run}: sharpness {info['sharpness']:.4g}, plot {info['plot']}")
+    return 0
+
+
+def _grid_accuracies(grid: str | None, runs: list[str], labels_per_class) -> list[float]:
+    """Mean fine-tuned accuracy of each run at k labels per class, from a grid folder's cells.jsonl."""
+    import statistics
+
+    from .errors import ConfigError
+
+    if grid is None:
+        raise ConfigError("give the candidates' fine-tuned accuracies: --accuracies A B C ... or --accuracies-from GRID_DIR")
+    cells = [json.loads(line) for line in (Path(grid) / "cells.jsonl").read_text().splitlines() if line.strip()]
+    accuracies = []
+    for run in runs:
+        values = [c["target_test/acc"] for c in cells if c["strategy"] == "finetune" and
+                  str(c["labels_per_class"]) == str(labels_per_class) and
+                  Path(c["pretrained_run"]).resolve() == Path(run).resolve()]
+        if not values:
+            raise ConfigError(f"{grid}/cells.jsonl has no finetune cell of {run} at k={labels_per_class}")
+        accuracies.append(statistics.fmean(values))
+    return accuracies
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .experiment import load_run
 
     experiment = load_run(args.run, args.data_root)
+    if experiment.test is None or not experiment.method.classifies():
+        raise TransferlabError(f"{args.run} is a pretraining run with nothing to classify; evaluate its transfer with "
+                               f"`transferlab probe {args.run} --labels-per-class K`")
     trainer = experiment.trainer(None, progress=False)
     result = trainer.evaluate()
     print(json.dumps({"run": str(args.run), "test": f"{experiment.test.name}/{experiment.test.part}", **result}, indent=2))
@@ -127,6 +240,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (autoencoder, simclr) on unlabelled data")
+    p.add_argument("config", help="YAML config with a pretraining method and a transfer: section (see configs/selftaught/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest intact checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out first")
+    p.add_argument("--no-progress", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    for name, strategy, text in (("probe", "probe", "linear classifier on the frozen pretrained encoder"),
+                                 ("finetune", "finetune", "fine-tune the pretrained encoder and a new classifier")):
+        p = sub.add_parser(name, help=f"{text}, on the run's transfer task with K labels per class")
+        p.add_argument("run", help="a finished pretraining run folder")
+        p.add_argument("--labels-per-class", type=_labels, required=True, metavar="K", help="a positive integer or 'all'")
+        p.add_argument("--seed", type=int, default=0, help="draws the labelled samples and initialises the classifier")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a value of the downstream run's config, e.g. optim.lr=0.1")
+        p.add_argument("--out", help="save the downstream run here (default: not saved)")
+        p.add_argument("--overwrite", action="store_true")
+        p.add_argument("--no-progress", action="store_true")
+        if name == "finetune":
+            p.add_argument("--from-scratch", action="store_true",
+                           help="the no-transfer baseline: same architecture and data, random initialisation")
+        _common(p)
+        p.set_defaults(func=cmd_transfer, strategy=strategy)
+
+    p = sub.add_parser("grid", help="probe/finetune/scratch x labels per class x seeds; table and plot")
+    p.add_argument("runs", nargs="+", help="pretraining runs (several methods and seeds may be mixed)")
+    p.add_argument("--out", required=True, help="folder for cells.jsonl, results.json/.md, accuracy_vs_labels.png")
+    p.add_argument("--labels-per-class", type=_labels, nargs="+", metavar="K", help="default: the config's transfer list")
+    p.add_argument("--strategies", nargs="+", default=["probe", "finetune", "scratch"], choices=["probe", "finetune", "scratch"])
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 0..(runs per method - 1)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run at once, in separate processes")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override every cell's config")
+    _common(p)
+    p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("analyze", help="diagnostics of saved runs: divergence, features, scores, landscape (JSON + PNG)")
+    asub = p.add_subparsers(dest="analysis", required=True)
+    for name, text in (("divergence", "Ben-David terms: source/target error, proxy A-distance, joint error lambda"),
+                       ("features", "t-SNE of source and target features, by domain and by class"),
+                       ("scores", "LogME/H-score/TransRate of candidate pretrained runs vs their fine-tuned accuracy"),
+                       ("landscape", "loss from initialisation to solution, 2-D filter-normalised slice, sharpness")):
+        q = asub.add_parser(name, help=text)
+        q.add_argument("runs", nargs="+", help="finished run folders")
+        q.add_argument("--out", required=True, help="folder for the JSON and PNG files")
+        q.add_argument("--max-samples", type=int, default=2000 if name in ("divergence", "scores") else 1000,
+                       help="samples per set (drawn with --seed)")
+        q.add_argument("--seed", type=int, default=0)
+        if name == "divergence":
+            q.add_argument("--classifier", choices=["linear", "mlp"], default="linear", help="the domain classifier")
+        if name == "scores":
+            q.add_argument("--accuracies", type=float, nargs="+", help="fine-tuned accuracy of each run, in order")
+            q.add_argument("--accuracies-from", metavar="GRID_DIR", help="read them from a `transferlab grid` folder")
+            q.add_argument("--labels-per-class", type=_labels, default="all", help="the grid's k to read (default all)")
+        _common(q)
+        q.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("eval", help="re-evaluate a finished run's final model on its target test split")
     p.add_argument("run")

@@ -28,15 +28,21 @@ class DomainConfig(_Strict):
     """A registered dataset (``transferlab datasets list``)."""
     part: str = "train"
     """A split (train/test) or a domain (amazon, webcam, ...)."""
+    classes: list[NonNegativeInt] | None = None
+    """Keep only these labels, relabelled 0..len-1 in this order (e.g. [5, 6, 7, 8, 9])."""
+    labels_per_class: PositiveInt | None = None
+    """Keep only this many samples of each class, drawn by the run's seed (few-label transfer)."""
 
 
 class DataConfig(_Strict):
     root: str | None = None
     """Data root; default: ``$TRANSFERLAB_DATA`` or ``~/.cache/transferlab/data``."""
     source: DomainConfig
-    target: DomainConfig
+    """The labelled source (domain adaptation, supervised training) or the unlabelled pretraining data."""
+    target: DomainConfig | None = None
+    """The unlabelled target domain (domain adaptation methods only)."""
     test: DomainConfig | None = None
-    """Labelled target data the final model is evaluated on; default: the target's ``test`` part."""
+    """Labelled data the final model is evaluated on; default: the target's ``test`` part (none without a target)."""
     image_size: PositiveInt | None = None
     """Resize images to this square size; ``null`` keeps the stored size."""
     channels: Literal[1, 3] = 1
@@ -55,6 +61,9 @@ class ModelConfig(_Strict):
     bottleneck_dim: NonNegativeInt = 256
     backbone_lr_scale: PositiveFloat = 1.0
     """Learning-rate multiplier for the backbone (0.1 is usual for pretrained backbones)."""
+    encoder_init: str | None = None
+    """A transferlab run folder (or its ``model.safetensors``) whose encoder weights (backbone and
+    bottleneck) initialise this run's encoder: how a pretrained run is transferred."""
 
 
 class OptimConfig(_Strict):
@@ -85,6 +94,23 @@ class TrainConfig(_Strict):
     """Use deterministic algorithms (bit-exact resume on CPU; slower on GPU)."""
 
 
+class TransferConfig(_Strict):
+    """The downstream task of a pretraining run, used by ``transferlab probe|finetune|grid``: a labelled
+    training set (subsampled to k labels per class), a labelled test set, and how to train on it.
+    Image preprocessing (size, channels, normalisation) and the model come from the pretraining run."""
+
+    train: DomainConfig
+    test: DomainConfig
+    iterations: PositiveInt = 500
+    batch_size: PositiveInt = 64
+    """Capped at the size of the labelled set (k=1 with 10 classes gives batches of 10)."""
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr_schedule="cosine"))
+    probe_optim: OptimConfig | None = None
+    """Optimizer for linear probing (default: ``optim``)."""
+    labels_per_class: list[PositiveInt | Literal["all"]] = Field(default_factory=lambda: [1, 5, 10, 50, 100, "all"])
+    """The grid's k values."""
+
+
 class Config(_Strict):
     seed: NonNegativeInt = 0
     data: DataConfig
@@ -93,6 +119,8 @@ class Config(_Strict):
     """The method's name and hyper-parameters; validated against that method's own ``Config``."""
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    transfer: TransferConfig | None = None
+    """For pretraining runs: the downstream task that ``transferlab probe|finetune|grid`` transfer to."""
 
     def method_config(self):
         from .methods import METHODS

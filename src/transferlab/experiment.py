@@ -14,12 +14,13 @@ from typing import Any
 import torch
 
 from . import data as tl_data
-from .config import Config, validate
+from .config import Config, DomainConfig, validate
 from .data import ArrayDataset, FeatureTransform, ImageTransform
+from .data.datasets import labels_per_class, select_classes
 from .engine import Trainer
 from .engine.checkpoint import load_tensors
 from .errors import CheckpointError, ConfigError, DataError, state_dict_mismatch
-from .methods import METHODS, Method
+from .methods import METHODS, InputSpec, Method
 from .models import Encoder, create_backbone
 
 
@@ -28,27 +29,59 @@ class Experiment:
     config: Config
     method: Method
     source: ArrayDataset
-    target: ArrayDataset
-    test: ArrayDataset
+    target: ArrayDataset | None
+    test: ArrayDataset | None
     transform: Any
 
     def trainer(self, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False) -> Trainer:
         c = self.config
+        labelled = self.source if self.method.inputs.get("source") else None
+        batch_size = min(c.data.batch_size, len(labelled)) if labelled is not None else c.data.batch_size
         return Trainer(
-            self.method, self.source, self.target, eval_sets={"target_test": self.test}, transform=self.transform,
-            train=c.train, optim=c.optim, batch_size=c.data.batch_size, eval_batch_size=c.data.eval_batch_size,
+            self.method, self.source, self.target if "target" in self.method.inputs else None,
+            eval_sets={"target_test": self.test} if self.test is not None and self.method.classifies() else {},
+            transform=self.transform,
+            train=c.train, optim=c.optim, batch_size=batch_size, eval_batch_size=c.data.eval_batch_size,
             seed=c.seed, out_dir=out_dir, backbone_lr_scale=c.model.backbone_lr_scale, progress=progress, resume=resume,
         )
 
 
-def _check_images(source: ArrayDataset, target: ArrayDataset, config: Config) -> int:
+def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> ArrayDataset:
+    """One configured set: a registered dataset's part, optionally restricted to some classes and to
+    ``labels_per_class`` samples of each (drawn by ``seed``)."""
+    dataset = tl_data.load(domain.name, domain.part, root)
+    if domain.classes is not None:
+        dataset = select_classes(dataset, domain.classes)
+    if domain.labels_per_class is not None:
+        dataset = labels_per_class(dataset, domain.labels_per_class, seed)
+    return dataset
+
+
+def load_encoder_weights(encoder: torch.nn.Module, source: str | Path) -> None:
+    """Initialise ``encoder`` from a run folder's (or a ``model.safetensors`` file's) ``encoder.*`` weights."""
+    path = Path(source)
+    path = path / "model.safetensors" if path.is_dir() else path
+    if not path.is_file():
+        raise CheckpointError(f"model.encoder_init: {source} is neither a finished transferlab run folder nor a "
+                              f"safetensors file (a run folder holds model.safetensors once training finished)")
+    state = {k.removeprefix("encoder."): v for k, v in load_tensors(path).items() if k.startswith("encoder.")}
+    if not state:
+        raise CheckpointError(f"{path} holds no encoder.* weights; is it a transferlab run's model?")
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its encoder does not match this config's model ({state_dict_mismatch(exc)}); "
+                              f"use the pretraining run's model.backbone and model.bottleneck_dim") from None
+
+
+def _check_images(sets: list[ArrayDataset], config: Config) -> int:
     """The input size the backbone sees; refuses mismatched sizes when no resize is configured."""
     if config.data.image_size is not None:
         return config.data.image_size
-    sizes = {d.name: tuple(d.x.shape[1:3]) for d in (source, target)}
+    sizes = {d.name: tuple(d.x.shape[1:3]) for d in sets}
     if len(set(sizes.values())) > 1:
         raise DataError(
-            f"source and target images differ in size ({sizes}); set data.image_size to resize both"
+            f"the images differ in size ({sizes}); set data.image_size to resize them all"
         )
     height, width = next(iter(sizes.values()))
     if height != width:
@@ -78,27 +111,36 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     """Load the datasets and build the transform, encoder and method for ``config``."""
     c = config
     root = data_root or c.data.root
-    source = tl_data.load(c.data.source.name, c.data.source.part, root)
-    target = tl_data.load(c.data.target.name, c.data.target.part, root)
-    test_cfg = c.data.test or type(c.data.target)(name=c.data.target.name, part="test")
-    test = tl_data.load(test_cfg.name, test_cfg.part, root)
-    if len(target) == 0 or len(test) == 0:
-        raise DataError(f"target data is empty ({c.data.target.name}/{c.data.target.part}: {len(target)} samples)")
-    if not (source.num_classes == target.num_classes == test.num_classes):
+    method_cfg = c.method_config()
+    method_cls = METHODS.get(method_cfg.name)
+    source = load_domain(c.data.source, root, c.seed)
+    target = load_domain(c.data.target, root, c.seed) if c.data.target is not None else None
+    if "target" in method_cls.inputs and target is None:
+        raise ConfigError(f"method {method_cfg.name} adapts to a target domain: set data.target")
+    test_cfg = c.data.test or (type(c.data.target)(name=c.data.target.name, part="test", classes=c.data.target.classes)
+                               if c.data.target is not None else None)
+    test = load_domain(test_cfg, root, c.seed) if test_cfg is not None else None
+    if target is not None and len(target) == 0 or test is not None and len(test) == 0:
+        raise DataError(f"target data is empty ({c.data.target.name}/{c.data.target.part})")
+    labelled = [d for d in (source if method_cls.inputs.get("source") else None, target, test) if d is not None]
+    if len({d.num_classes for d in labelled}) > 1:
         raise DataError(
-            f"label spaces differ: {source.name} has {source.num_classes} classes, {target.name} {target.num_classes}, "
-            f"{test.name} {test.num_classes}; closed-set adaptation needs one label space"
+            "label spaces differ: " + ", ".join(f"{d.name}/{d.part} has {d.num_classes} classes" for d in labelled)
+            + "; training and evaluation need one label space"
         )
+    num_classes = labelled[0].num_classes if labelled else source.num_classes
+    sets = [d for d in (source, target, test) if d is not None]
     kind = tl_data.DATASETS.get(source.name).kind
     torch.manual_seed(c.seed)  # identical initial weights on every rank
     if kind == "features":
-        dims = {d.name: d.x.shape[1] for d in (source, target, test)}
+        dims = {d.name: d.x.shape[1] for d in sets}
         if len(set(dims.values())) > 1:
             raise DataError(f"feature dimensions differ: {dims}")
         transform = FeatureTransform()
         backbone = create_backbone(c.model.backbone, in_features=int(source.x.shape[1]), pretrained=c.model.pretrained)
+        spec = InputSpec("features", (int(source.x.shape[1]),))
     else:
-        size = _check_images(source, target, c)
+        size = _check_images(sets, c)
         channels = c.data.channels
         for key in ("mean", "std"):
             values = getattr(c.data, key)
@@ -107,10 +149,12 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
         expand = lambda v: tuple(v) * (channels if len(v) == 1 else 1)  # noqa: E731
         transform = ImageTransform(channels, size, expand(c.data.mean), expand(c.data.std))
         backbone = create_backbone(c.model.backbone, in_channels=channels, image_size=size, pretrained=c.model.pretrained)
+        spec = InputSpec("image", (channels, size, size), expand(c.data.mean), expand(c.data.std))
     encoder = Encoder(backbone, c.model.bottleneck_dim)
+    if c.model.encoder_init is not None:
+        load_encoder_weights(encoder, c.model.encoder_init)
     _check_input(encoder, source, transform, c)
-    method_cfg = c.method_config()
-    method = METHODS.get(method_cfg.name)(encoder, source.num_classes, **method_cfg.model_dump(exclude={"name"}))
+    method = method_cls(encoder, num_classes, input_spec=spec, **method_cfg.model_dump(exclude={"name"}))
     return Experiment(c, method, source, target, test, transform)
 
 
@@ -122,8 +166,8 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
     if out_dir is not None:
         trainer.prepare_run(config.to_dict(), resume=resume, overwrite=overwrite)
     result = trainer.fit()
-    return {"method": config.method_config().name, "task": f"{config.data.source.name}->{config.data.target.name}",
-            **result}
+    task = config.data.source.name + (f"->{config.data.target.name}" if config.data.target is not None else "")
+    return {"method": config.method_config().name, "task": task, **result}
 
 
 def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Experiment:

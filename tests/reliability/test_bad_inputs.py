@@ -31,7 +31,7 @@ def test_label_spaces_that_differ_are_refused(tmp_path):
     npz(tmp_path, "pneumoniamnist", "test", *digits_like(20, classes=2))
     config = load_config(raw={"data": {"source": {"name": "mnist"}, "target": {"name": "pneumoniamnist"},
                                        "batch_size": 4}})
-    with pytest.raises(DataError, match="label spaces differ: mnist has 10 classes, pneumoniamnist 2"):
+    with pytest.raises(DataError, match="label spaces differ: mnist/train has 10 classes, pneumoniamnist/train has 2 classes"):
         build(config, tmp_path)
 
 
@@ -48,7 +48,7 @@ def test_empty_target_set_is_refused(tmp_path):
 def test_image_size_that_the_backbone_cannot_take(tmp_path):
     with pytest.raises(TransferlabError, match="backbone 'lenet' cannot be built for 3x8x8 input"):
         build(tiny_config("dann", data={"image_size": 8}))
-    with pytest.raises(DataError, match="source and target images differ in size"):
+    with pytest.raises(DataError, match="the images differ in size"):
         build(tiny_config("dann", data={"image_size": None}))
 
 

@@ -84,6 +84,37 @@ class ArrayDataset:
         )
 
 
+def select_classes(dataset: ArrayDataset, classes: list[int]) -> ArrayDataset:
+    """The samples of ``classes`` only, relabelled ``classes[i] -> i`` (e.g. digits 5-9 as a 5-class task)."""
+    if dataset.y is None:
+        raise DataError(f"{dataset.name}/{dataset.part} has no labels to select classes by")
+    bad = [c for c in classes if not 0 <= c < dataset.num_classes]
+    if bad or len(set(classes)) != len(classes) or not classes:
+        raise DataError(f"classes {classes} must be distinct labels in 0..{dataset.num_classes - 1} "
+                        f"of {dataset.name}")
+    mapping = torch.full((dataset.num_classes,), -1, dtype=torch.long)
+    mapping[torch.tensor(classes)] = torch.arange(len(classes))
+    keep = torch.nonzero(mapping[dataset.y] >= 0).squeeze(1)
+    names = [dataset.classes[c] for c in classes] if dataset.classes else [str(c) for c in classes]
+    return ArrayDataset(dataset.x[keep], mapping[dataset.y[keep]], dataset.name, dataset.part, len(classes), names)
+
+
+def labels_per_class(dataset: ArrayDataset, k: int, seed: int) -> ArrayDataset:
+    """``k`` labelled samples of every class, drawn without replacement by ``seed`` (the few-label
+    sets of the transfer protocol; the same seed always gives the same samples)."""
+    if dataset.y is None:
+        raise DataError(f"{dataset.name}/{dataset.part} has no labels to draw labelled samples from")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(dataset.num_classes):
+        members = torch.nonzero(dataset.y == c).squeeze(1)
+        if len(members) < k:
+            raise DataError(f"{dataset.name}/{dataset.part} has {len(members)} samples of class {c}, fewer than "
+                            f"labels_per_class={k}; lower it or use 'all'")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return dataset.subset(torch.sort(torch.cat(chosen)).values)
+
+
 def _missing_message(info: DatasetInfo, path: Path, root: Path) -> str:
     hint = (
         f"run `transferlab datasets download {info.name} --data-root {root}`"

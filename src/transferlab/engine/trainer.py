@@ -129,9 +129,32 @@ class _Context:
         self.scalars[name] = value
         return value
 
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.trainer.world == 1 else _GatherWithGrad.apply(tensor)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward hands each process the gradient of its own slice, summed
+    over every process's loss (an all-reduce then a slice: works on gloo and NCCL alike). With the
+    engine's gradient averaging this gives exactly the gradient of the mean of the per-process losses."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.n = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
 
 class Trainer:
-    """Train a :class:`Method` on a labelled source and an unlabelled target set.
+    """Train a :class:`Method` on the sets its ``inputs`` name: a labelled source and an unlabelled target
+    for domain adaptation, one labelled set for supervised training, one unlabelled set for pretraining.
 
     Minimal use::
 
@@ -139,7 +162,7 @@ class Trainer:
         result = trainer.fit()          # {"target_test/acc": ..., ...}
     """
 
-    def __init__(self, method: Method, source: ArrayDataset, target: ArrayDataset, *,
+    def __init__(self, method: Method, source: ArrayDataset, target: ArrayDataset | None = None, *,
                  eval_sets: dict[str, ArrayDataset] | None = None, transform: Callable | None = None,
                  train: TrainConfig | None = None, optim: OptimConfig | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, seed: int = 0, out_dir: str | Path | None = None,
@@ -169,17 +192,28 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.resume = resume
-        if source.num_classes != target.num_classes:
+        sets = {"source": source, "target": target}
+        unknown = [name for name in method.inputs if name not in sets]
+        if unknown:
+            raise TransferlabError(f"{type(method).__name__}.inputs names {unknown}; the trainer offers {sorted(sets)}")
+        if "target" in method.inputs and target is None:
+            raise TransferlabError(f"method {method.hparams.name} adapts to a target domain: give a target set "
+                                   f"(data.target in a config)")
+        if "target" in method.inputs and source.num_classes != target.num_classes:
             raise TransferlabError(
                 f"source {source.name} has {source.num_classes} classes but target {target.num_classes}: "
                 f"closed-set adaptation needs the same label space"
             )
-        # Different ranks draw different batches; everything else is identical across ranks.
-        # Small sets live on the device (TensorStream); large ones go through DataLoader workers.
-        self.source_stream = make_stream(source, batch_size, seed=seed * 2 + 0 + 1000 * self.rank, device=self.device,
-                                         transform=transform, max_device_bytes=max_device_bytes)
-        self.target_stream = make_stream(target, batch_size, seed=seed * 2 + 1 + 1000 * self.rank, device=self.device,
-                                         transform=transform, labelled=False, max_device_bytes=max_device_bytes)
+        # One independent infinite stream per input the method takes (seeded by its position, so the
+        # source/target streams of domain adaptation are what they always were). Different ranks draw
+        # different batches; everything else is identical across ranks. Small sets live on the device
+        # (TensorStream); large ones go through DataLoader workers.
+        self.streams = {
+            name: make_stream(sets[name], batch_size, seed=seed * 2 + (name == "target") + 1000 * self.rank,
+                              device=self.device, transform=transform, labelled=labelled,
+                              max_device_bytes=max_device_bytes)
+            for name, labelled in method.inputs.items()
+        }
         backbone_params = {id(p) for name, m in method.named_modules() if name.split(".")[-1] == "backbone"
                            for p in m.parameters()}
         requests = method.optimizers()
@@ -287,7 +321,7 @@ class Trainer:
                 {"model.safetensors": self.method.state_dict(), "optimizers.safetensors": optim_tensors,
                  "rng.safetensors": rng},
                 {"total_steps": self.cfg.iterations, "optimizers": optim_meta, "world_size": self.world,
-                 "streams": {"source": self.source_stream.state_dict(), "target": self.target_stream.state_dict()}},
+                 "streams": {name: stream.state_dict() for name, stream in self.streams.items()}},
             )
         self.state.wait_for_everyone()
 
@@ -304,8 +338,8 @@ class Trainer:
         optim_tensors = load_tensors(path / "optimizers.safetensors")
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(unflatten_optimizer(name, optim_tensors, state["optimizers"][name]))
-        self.source_stream.load_state_dict(state["streams"]["source"])
-        self.target_stream.load_state_dict(state["streams"]["target"])
+        for name, stream in self.streams.items():
+            stream.load_state_dict(state["streams"][name])
         rng = load_tensors(path / "rng.safetensors")
         if self.rank == 0:
             torch.set_rng_state(rng["cpu"])
@@ -378,9 +412,9 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
             ctx = _Context(self, self.step, total, progress)
-            source, target = next(self.source_stream), next(self.target_stream)
+            batches = [next(stream) for stream in self.streams.values()]
             with self._autocast():
-                losses = self.method.update(source, target, ctx)
+                losses = self.method.update(*batches, ctx)
             for key, value in losses.items():  # stays on the device: no host sync inside the step
                 running[key] = running[key] + value.detach().float() if key in running else value.detach().float()
             scalars = {**ctx.scalars, **{f"lr/{name}" if len(self.optimizers) > 1 else "lr": opt.param_groups[0]["lr"]

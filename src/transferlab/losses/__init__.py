@@ -4,8 +4,10 @@ from .adversarial import (
     ConditionalDomainAdversarialLoss, DomainAdversarialLoss, MultilinearMap, binary_domain_loss,
     classifier_discrepancy, entropy,
 )
+from .selfsupervised import NTXentLoss, kl_sparsity, nt_xent
 
 __all__ = [
+    "NTXentLoss", "kl_sparsity", "nt_xent",
     "ConditionalDomainAdversarialLoss", "DomainAdversarialLoss", "MultilinearMap", "binary_domain_loss",
     "classifier_discrepancy", "entropy",
 ]

@@ -1,13 +1,15 @@
 """Methods: one file each, one contract (:class:`Method`), looked up by name in :data:`METHODS`."""
 
 from .adda import ADDA
-from .base import METHODS, Method, MethodConfig, OptimizerRequest, StepContext
+from .autoencoder import Autoencoder, DenoisingAutoencoder, SparseAutoencoder
+from .base import METHODS, InputSpec, Method, MethodConfig, OptimizerRequest, StepContext
 from .cdan import CDAN, CDANE
 from .dann import DANN
 from .mcd import MCD
-from .source_only import SourceOnly
+from .simclr import SimCLR
+from .supervised import LinearProbe, SourceOnly, Supervised
 
 __all__ = [
-    "METHODS", "Method", "MethodConfig", "OptimizerRequest", "StepContext",
-    "ADDA", "CDAN", "CDANE", "DANN", "MCD", "SourceOnly",
+    "METHODS", "InputSpec", "Method", "MethodConfig", "OptimizerRequest", "StepContext",
+    "ADDA", "Autoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "SimCLR", "CDAN", "CDANE", "DANN", "LinearProbe", "MCD", "SourceOnly", "Supervised",
 ]

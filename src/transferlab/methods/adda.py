@@ -81,6 +81,8 @@ class ADDA(Method):
         ctx.backward_and_step(g_loss, "target_encoder")
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "domain_acc": domain_acc}
 
+    def representation(self, x, domain="source"):
+        return self.target_encoder(x) if domain == "target" and bool(self.adapted) else self.encoder(x)
+
     def predict(self, x):
-        encoder = self.target_encoder if bool(self.adapted) else self.encoder
-        return self.head(encoder(x))
+        return self.head(self.representation(x, "target"))

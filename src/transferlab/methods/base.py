@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ..data.streams import Batch, concat_inputs
-from ..errors import ConfigError
+from ..errors import ConfigError, TransferlabError
 from ..registry import Registry
 from ..schedules import Schedule
 
@@ -60,29 +60,66 @@ class StepContext(Protocol):
     def scalar(self, name: str, schedule: Schedule) -> float:
         """The schedule's value at the current progress; the engine logs it as ``name``."""
 
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` from every process, concatenated along dim 0 (rank order), with gradients flowing
+        back to each process's own part; the tensor itself when training on one process. For losses
+        that compare a sample with the whole global batch (SimCLR's negatives)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What one model input looks like, for methods that build input-shaped parts (a decoder) or
+    augment inputs (SimCLR's views): ``shape`` of one sample as the model sees it, and the
+    normalisation the transform applied (images: per-channel ``mean``/``std`` of ``(x - mean) / std``)."""
+
+    kind: str
+    shape: tuple[int, ...]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
 
 class Method(nn.Module):
     """Base class: subclasses set ``Config`` and implement ``update`` and ``predict``."""
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    inputs: ClassVar[dict[str, bool]] = {"source": True, "target": False}
+    """The batches ``update`` takes, in order, and whether each comes with labels. Domain adaptation
+    methods take a labelled source and an unlabelled target batch; supervised training and the
+    transfer protocol take ``{"source": True}``; self-supervised pretraining takes ``{"source": False}``
+    (the unlabelled data of self-taught learning is its source)."""
 
-    def __init__(self, encoder: nn.Module, num_classes: int, **hparams: Any) -> None:
+    def __init__(self, encoder: nn.Module, num_classes: int, *, input_spec: InputSpec | None = None,
+                 **hparams: Any) -> None:
         super().__init__()
         self.hparams = make_config(self.Config, {"name": registered_name(type(self)), **hparams})
         self.encoder = encoder
         self.num_classes = num_classes
+        self.input_spec = input_spec
 
     # --- the contract -------------------------------------------------------------------------
-    def update(self, source: Batch, target: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """One training step on a labelled source batch and an unlabelled target batch.
+    def update(self, *batches_then_ctx: Any) -> dict[str, torch.Tensor]:
+        """One training step: ``update(<one Batch per entry of inputs>, ctx)`` — for domain adaptation
+        ``update(source, target, ctx)`` with a labelled source and an unlabelled target batch.
 
         Calls ``ctx.backward_and_step`` for each optimisation step; returns detached scalars to log.
         """
         raise NotImplementedError
 
     def predict(self, x: Any) -> torch.Tensor:
-        """Class logits for inputs ``x`` (the model used at test time)."""
-        raise NotImplementedError
+        """Class logits for inputs ``x`` (the model used at test time). Pretraining methods have no
+        classifier and do not override it."""
+        raise TransferlabError(f"{self.hparams.name} learns a representation and has no classifier: transfer its "
+                               f"encoder (transferlab probe|finetune RUN)")
+
+    def representation(self, x: Any, domain: str = "source") -> torch.Tensor:
+        """The features the classifier sees for inputs from ``domain`` ("source" or "target"); methods
+        with a separate target encoder (ADDA) override it. Used by the diagnostics (A-distance, t-SNE)."""
+        return self.encoder(x)
+
+    @classmethod
+    def classifies(cls) -> bool:
+        """Whether the method has a classifier (``predict``) to evaluate."""
+        return cls.predict is not Method.predict
 
     def optimizers(self) -> dict[str, OptimizerRequest]:
         """Named optimizers. Default: one optimizer ``main`` over every parameter."""

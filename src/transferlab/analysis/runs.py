@@ -1,0 +1,271 @@
+"""The diagnostics applied to saved runs: what ``transferlab analyze`` computes.
+
+* :func:`divergence_report` — the Ben-David terms of a trained model: source error, target error,
+  proxy A-distance of its features, and the joint error λ (needs target labels: analysis only).
+  Compare a source-only run with adapted runs to see whether adaptation aligned the domains.
+* :func:`feature_map` — t-SNE of source and target features, coloured by domain and by class.
+* :func:`score_candidates` — transferability scores of candidate pretrained encoders on a target
+  task, and their rank correlation with the accuracy fine-tuning actually reached.
+* :func:`landscape_report` — loss along the line from initialisation to the trained weights, a
+  filter-normalised 2-D slice, and sharpness.
+
+Features are the ones the classifier sees (``Method.representation``), in eval mode, from at most
+``max_samples`` samples per set drawn with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import ArrayDataset, iterate_batches
+from ..errors import TransferlabError
+
+# --- extraction ----------------------------------------------------------------------------------
+
+
+def sample(dataset: ArrayDataset, max_samples: int, seed: int = 0) -> ArrayDataset:
+    """At most ``max_samples`` samples of ``dataset``, drawn without replacement by ``seed``."""
+    if len(dataset) <= max_samples:
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_samples]
+    return dataset.subset(torch.sort(order).values)
+
+
+@torch.no_grad()
+def extract(experiment, dataset: ArrayDataset, domain: str = "source", batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Features (``Method.representation``), labels and, when the method classifies, logits."""
+    method = experiment.method
+    was_training = method.training
+    method.eval()
+    device = next(method.parameters()).device
+    features, logits, labels = [], [], []
+    try:
+        for batch in iterate_batches(dataset, batch_size, device=device, transform=experiment.transform):
+            f = method.representation(batch.x, domain)
+            features.append(f.float().cpu())
+            if method.classifies():
+                logits.append(method.predict(batch.x).float().cpu())
+            if batch.y is not None:
+                labels.append(batch.y.cpu())
+    finally:
+        method.train(was_training)
+    return {"features": torch.cat(features).numpy(), "labels": torch.cat(labels).numpy() if labels else None,
+            "logits": torch.cat(logits).numpy() if logits else None}
+
+
+def _source_eval_set(experiment, data_root) -> ArrayDataset:
+    """Labelled held-out source data: the source dataset's ``test`` part when it has one, else its training set."""
+    from .. import data as tl_data
+    from ..experiment import load_domain
+
+    c = experiment.config.data.source
+    info = tl_data.DATASETS.get(c.name)
+    if "test" in info.parts and c.part != "test":
+        return load_domain(c.model_copy(update={"part": "test", "labels_per_class": None}), data_root,
+                           experiment.config.seed)
+    return experiment.source
+
+
+# --- divergence --------------------------------------------------------------------------------
+
+
+def divergence_report(run_dir: str | Path, *, data_root: str | Path | None = None, max_samples: int = 2000,
+                      classifier: str = "linear", seed: int = 0) -> dict[str, Any]:
+    """Ben-David terms of a domain adaptation run (errors in %, A-distance in [0, 2], λ in [0, 2])."""
+    from ..experiment import load_run
+    from .divergence import joint_error, proxy_a_distance
+
+    experiment = load_run(run_dir, data_root)
+    if experiment.test is None or not experiment.method.classifies():
+        raise TransferlabError(f"{run_dir} has no classifier and target test set; the divergence report needs a "
+                               f"domain adaptation (or source-only) run")
+    source = extract(experiment, sample(_source_eval_set(experiment, data_root), max_samples, seed), "source")
+    target = extract(experiment, sample(experiment.test, max_samples, seed), "target")
+    error = lambda d: 100.0 * float((d["logits"].argmax(1) != d["labels"]).mean())  # noqa: E731
+    pad = proxy_a_distance(source["features"], target["features"], classifier=classifier, seed=seed)
+    lam = joint_error(source["features"], source["labels"], target["features"], target["labels"], seed=seed)
+    c = experiment.config
+    return {
+        "run": str(run_dir), "method": c.method_config().name, "seed": c.seed,
+        "task": f"{c.data.source.name}->{c.data.target.name if c.data.target else experiment.test.name}",
+        "source_error": error(source), "target_error": error(target),
+        "a_distance": pad["a_distance"], "a_distance_raw": pad["a_distance_raw"], "domain_error": pad["domain_error"],
+        "lambda": lam["lambda"], "lambda_source_error": lam["source_error"], "lambda_target_error": lam["target_error"],
+        "n_source": len(source["features"]), "n_target": len(target["features"]), "classifier": classifier,
+    }
+
+
+def plot_divergence(reports: list[dict[str, Any]], path: Path) -> None:
+    """Bars of A-distance, λ and target error per method (mean ± std over the runs given)."""
+    plt = _pyplot()
+    methods = list(dict.fromkeys(r["method"] for r in reports))
+    keys = [("a_distance", "proxy A-distance"), ("lambda", "joint error λ"), ("target_error", "target error (%)")]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120)
+    for ax, (key, title) in zip(axes, keys):
+        values = [[r[key] for r in reports if r["method"] == m] for m in methods]
+        ax.bar(range(len(methods)), [np.mean(v) for v in values], yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in values],
+               capsize=3, color=["#888888" if m == "source_only" else "#3b75af" for m in methods])
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(reports[0]["task"], fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# --- feature pictures --------------------------------------------------------------------------
+
+
+def feature_map(run_dir: str | Path, path: Path, *, data_root: str | Path | None = None, max_samples: int = 1000,
+                seed: int = 0) -> dict[str, Any]:
+    """t-SNE of source and target test features of a run; left coloured by domain, right by class."""
+    from sklearn.manifold import TSNE
+
+    from ..experiment import load_run
+
+    experiment = load_run(run_dir, data_root)
+    source = extract(experiment, sample(_source_eval_set(experiment, data_root), max_samples, seed), "source")
+    target = extract(experiment, sample(experiment.test, max_samples, seed), "target")
+    features = np.concatenate([source["features"], target["features"]])
+    embedded = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(features)
+    n_s = len(source["features"])
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=120)
+    a.scatter(*embedded[:n_s].T, s=3, c="#3b75af", label=f"source ({experiment.config.data.source.name})", alpha=0.6)
+    a.scatter(*embedded[n_s:].T, s=3, c="#d9534f", label=f"target ({experiment.test.name})", alpha=0.6)
+    a.legend(fontsize=8, markerscale=4)
+    a.set_title("by domain", fontsize=9)
+    labels = np.concatenate([source["labels"], target["labels"]])
+    b.scatter(*embedded.T, s=3, c=labels, cmap="tab10", alpha=0.6)
+    b.set_title("by class", fontsize=9)
+    for ax in (a, b):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{Path(run_dir).name}: {experiment.config.method_config().name}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    return {"run": str(run_dir), "plot": str(path), "n_source": n_s, "n_target": len(features) - n_s}
+
+
+# --- transferability scores ----------------------------------------------------------------------
+
+
+def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *, data_root: str | Path | None = None,
+                     max_samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Score each candidate run's encoder on the target task of the first run's ``transfer:`` section
+    (its labelled training set), and correlate every score with the fine-tuned ``accuracies``.
+
+    LogME, H-score and TransRate use the encoder's features; LEEP and NCE need the candidate's own
+    classifier and are computed only when every candidate has one.
+    """
+    from ..experiment import build
+    from ..protocol import read_run_config, transfer_config
+    from .scores import h_score, leep, logme, nce, transrate, weighted_kendall_tau
+
+    if len(runs) != len(accuracies) or len(runs) < 3:
+        raise TransferlabError(f"need one accuracy per candidate and at least 3 candidates; got {len(runs)} runs and "
+                               f"{len(accuracies)} accuracies")
+    from scipy.stats import kendalltau
+
+    rows = []
+    for run, accuracy in zip(runs, accuracies):
+        config = transfer_config(run, "finetune", "all", seed, data_root=data_root)
+        experiment = build(config, data_root)  # the candidate's encoder on the target task's data
+        data = extract(experiment, sample(experiment.source, max_samples, seed))
+        row = {"run": str(run), "pretraining": read_run_config(run).method_config().name, "finetuned_acc": accuracy,
+               "logme": logme(data["features"], data["labels"]), "h_score": h_score(data["features"], data["labels"]),
+               "transrate": transrate(data["features"], data["labels"])}
+        rows.append(row)
+    correlation = {}
+    for key in ("logme", "h_score", "transrate"):
+        scores = [r[key] for r in rows]
+        correlation[key] = {"weighted_kendall_tau": weighted_kendall_tau(scores, accuracies),
+                            "kendall_tau": float(kendalltau(scores, accuracies).statistic)}
+    _ = (leep, nce)  # need source classifiers; pretrained encoders from self-supervision have none
+    return {"candidates": rows, "correlation": correlation, "n_candidates": len(rows)}
+
+
+# --- loss landscape ----------------------------------------------------------------------------
+
+
+def landscape_report(run_dir: str | Path, path: Path, *, data_root: str | Path | None = None, max_samples: int = 1000,
+                     steps: int = 11, span: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """Cross-entropy on (a sample of) the training set along θ(α) = (1−α)θ_init + αθ_final, on a 2-D
+    filter-normalised slice around θ_final, and the sharpness at radius 0.1. θ_init is the run's
+    initialisation rebuilt from its config (pretrained weights included, via ``model.encoder_init``)."""
+    from ..experiment import build, load_run
+    from .landscape import interpolate, sharpness, slice_2d
+
+    trained = load_run(run_dir, data_root)
+    if not trained.method.classifies():
+        raise TransferlabError(f"{run_dir} has no classifier: the landscape needs a supervised run")
+    initial = build(trained.config, data_root).method.state_dict()
+    final = {k: v.clone() for k, v in trained.method.state_dict().items()}
+    labelled = trained.source if trained.source.y is not None else trained.test
+    data = sample(labelled, max_samples, seed)
+    batches = list(iterate_batches(data, 1024, transform=trained.transform))
+    method = trained.method.eval()
+
+    def loss_fn(model) -> float:
+        total = sum(F.cross_entropy(model.predict(b.x).float(), b.y, reduction="sum").item() for b in batches)
+        return total / len(data)
+
+    alphas = np.linspace(-0.25, 1.25, 31)
+    line = interpolate(method, initial, final, loss_fn, alphas)
+    grid = slice_2d(method, loss_fn, steps=steps, span=span, seed=seed)
+    sharp = sharpness(method, loss_fn, radius=0.1, n_directions=8, seed=seed)
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120)
+    a.plot(alphas, line, marker=".")
+    a.axvline(0, color="grey", lw=0.5)
+    a.axvline(1, color="grey", lw=0.5)
+    a.set_xlabel("α  (0: initialisation, 1: trained)")
+    a.set_ylabel("training loss")
+    a.set_yscale("log")
+    contour = b.contourf(grid["alphas"], grid["betas"], np.log10(grid["losses"].T + 1e-12), levels=20, cmap="viridis")
+    fig.colorbar(contour, ax=b, label="log10 loss")
+    b.set_xlabel("δ")
+    b.set_ylabel("η")
+    b.set_title("filter-normalised slice around the trained weights", fontsize=8)
+    fig.suptitle(f"{Path(run_dir).name} (sharpness {sharp:.3g})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    return {"run": str(run_dir), "alphas": alphas.tolist(), "interpolation_loss": line, "sharpness": sharp,
+            "slice_center_loss": float(grid["losses"][steps // 2, steps // 2]), "slice_min": float(grid["losses"].min()),
+            "slice_max": float(grid["losses"].max()), "plot": str(path)}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    _pyplot().close(fig)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from ..engine.checkpoint import atomic_write_json
+
+    atomic_write_json(Path(path), json.loads(json.dumps(obj, default=float)))

@@ -1,0 +1,284 @@
+"""The transfer protocol of self-taught learning: from a pretrained encoder, train a classifier on the
+pretraining run's downstream task (its ``transfer:`` section) with only k labels per class, by
+
+``probe``     a linear classifier on the frozen pretrained encoder;
+``finetune``  the pretrained encoder and a new classifier, all trained;
+``scratch``   the same architecture from random initialisation (the no-transfer baseline);
+
+and the grid over strategies × k × seeds that answers "does pretraining help, and from how many
+labels on does it stop mattering?" (a table and a plot of accuracy against labels per class).
+
+Each cell is an ordinary supervised run built from a config, so it uses the one engine; the grid
+keeps one JSON line per finished cell and skips finished cells when run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Config, load_config, validate
+from .engine.checkpoint import atomic_write_json, atomic_write_text
+from .errors import CheckpointError, ConfigError
+
+STRATEGIES = ("probe", "finetune", "scratch")
+Labels = int | str  # a number of labels per class, or "all"
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a transferlab run (no config.json)")
+    if not (run_dir / "model.safetensors").is_file():
+        raise CheckpointError(f"{run_dir} has no final model.safetensors: the pretraining did not finish (resume it)")
+    return validate(json.loads(path.read_text()))
+
+
+def _input_size(config: Config, data_root: str | Path | None) -> int | None:
+    """The image size the pretrained encoder was built for (the downstream data is resized to it)."""
+    if config.data.image_size is not None:
+        return config.data.image_size
+    from . import data as tl_data
+
+    info = tl_data.DATASETS.get(config.data.source.name)
+    if info.kind != "image":
+        return None
+    return int(tl_data.load(config.data.source.name, config.data.source.part, data_root or config.data.root).x.shape[1])
+
+
+def transfer_config(run_dir: str | Path, strategy: str, labels_per_class: Labels, seed: int = 0,
+                    overrides: Sequence[str] = (), data_root: str | Path | None = None) -> Config:
+    """The supervised run of one protocol cell, derived from a pretraining run's config."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if labels_per_class != "all" and not (isinstance(labels_per_class, int) and labels_per_class > 0):
+        raise ConfigError(f"labels per class must be a positive integer or 'all'; got {labels_per_class!r}")
+    pre = read_run_config(run_dir)
+    if pre.transfer is None:
+        raise ConfigError(f"{run_dir} was trained without a 'transfer:' section, so its downstream task is unknown. "
+                          f"Add transfer: {{train: {{name: ..., part: train}}, test: {{name: ..., part: test}}}} "
+                          f"to the pretraining config")
+    t = pre.transfer
+    data = pre.data.model_dump(mode="json", exclude={"source", "target", "test", "batch_size"})
+    data["image_size"] = _input_size(pre, data_root)
+    optim = (t.probe_optim or t.optim) if strategy == "probe" else t.optim
+    raw = {
+        "seed": seed,
+        "data": {**data, "batch_size": t.batch_size,
+                 "source": {**t.train.model_dump(mode="json"),
+                            "labels_per_class": None if labels_per_class == "all" else labels_per_class},
+                 "test": t.test.model_dump(mode="json")},
+        "model": {**pre.model.model_dump(mode="json"), "pretrained": False if strategy == "scratch" else pre.model.pretrained,
+                  "encoder_init": None if strategy == "scratch" else str(Path(run_dir).resolve())},
+        "method": {"name": "linear_probe" if strategy == "probe" else "supervised"},
+        "optim": optim.model_dump(mode="json"),
+        "train": {**pre.train.model_dump(mode="json"), "iterations": t.iterations, "eval_every": 0,
+                  "checkpoint_every": 0, "log_every": min(pre.train.log_every, t.iterations)},
+    }
+    return load_config(raw=raw, overrides=list(overrides))
+
+
+def run_transfer(run_dir: str | Path, strategy: str, labels_per_class: Labels, seed: int = 0, *,
+                 out_dir: str | Path | None = None, overrides: Sequence[str] = (), data_root: str | Path | None = None,
+                 overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate one protocol cell; returns the run's result (``target_test/acc`` in %)."""
+    from .experiment import train
+
+    config = transfer_config(run_dir, strategy, labels_per_class, seed, overrides, data_root)
+    result = train(config, out_dir, data_root=data_root, overwrite=overwrite, progress=progress)
+    return {"strategy": strategy, "labels_per_class": labels_per_class, "seed": seed, "pretrained_run": str(run_dir),
+            **result}
+
+
+# --- the grid ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    label: str           # "simclr+probe", "scratch", ...
+    run_dir: str         # the pretraining run (scratch: any run of the grid, for its task and model)
+    strategy: str
+    labels_per_class: Labels
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.label}|{self.labels_per_class}|{self.seed}"
+
+
+def grid_cells(runs: Sequence[str | Path], labels: Sequence[Labels], strategies: Sequence[str],
+               seeds: Sequence[int] | None = None) -> list[Cell]:
+    """Strategy × k × seed cells. Runs are grouped by pretraining method; transfer seed i uses the
+    i-th run of each group (ordered by seed), so pretraining seeds vary with the transfer seeds.
+    ``scratch`` does not depend on pretraining and is run once per k and seed."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    reference = None
+    for run in runs:
+        config = read_run_config(run)
+        if config.transfer is None:
+            raise ConfigError(f"{run} has no 'transfer:' section; the grid needs the downstream task")
+        task = (config.transfer.model_dump(exclude={"labels_per_class"}), config.model.model_dump(),
+                config.data.image_size, config.data.channels)
+        if reference is None:
+            reference = task
+        elif task != reference:
+            raise ConfigError(f"{run} transfers to a different task or model than {runs[0]}; a grid compares "
+                              f"pretraining methods on one downstream task with one architecture")
+        groups.setdefault(config.method_config().name, []).append((config.seed, str(run)))
+    for members in groups.values():
+        members.sort()
+    seeds = list(seeds) if seeds is not None else list(range(max(len(m) for m in groups.values())))
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ConfigError(f"unknown strategies {unknown}; use {', '.join(STRATEGIES)}")
+    cells = []
+    for k in labels:
+        for seed in seeds:
+            for method, members in groups.items():
+                run = members[seed % len(members)][1]
+                cells += [Cell(f"{method}+{s}", run, s, k, seed) for s in strategies if s != "scratch"]
+            if "scratch" in strategies:
+                cells.append(Cell("scratch", next(iter(groups.values()))[0][1], "scratch", k, seed))
+    return cells
+
+
+def _run_cell(cell: Cell, data_root: str | None, overrides: Sequence[str], threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    result = run_transfer(cell.run_dir, cell.strategy, cell.labels_per_class, cell.seed, overrides=overrides,
+                          data_root=data_root, progress=False)
+    return {"label": cell.label, **result}
+
+
+def run_grid(runs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[Labels] | None = None,
+             strategies: Sequence[str] = STRATEGIES, seeds: Sequence[int] | None = None, jobs: int = 1,
+             overrides: Sequence[str] = (), data_root: str | Path | None = None, command: str = "",
+             log=print) -> list[dict[str, Any]]:
+    """Run every cell not yet in ``out_dir/cells.jsonl``, then write ``results.json``, ``results.md`` and
+    ``accuracy_vs_labels.png`` there. ``jobs`` cells run at once in separate processes."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if labels is None:
+        labels = read_run_config(runs[0]).transfer.labels_per_class
+    cells = grid_cells(runs, labels, strategies, seeds)
+    done_path = out_dir / "cells.jsonl"
+    done = {}
+    if done_path.is_file():
+        for line in done_path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[f"{row['label']}|{row['labels_per_class']}|{row['seed']}"] = row
+    todo = [c for c in cells if c.key not in done]
+    log(f"grid: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run ({jobs} at a time)")
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    root = str(data_root) if data_root is not None else None
+
+    def record(cell: Cell, row: dict[str, Any]) -> None:
+        done[cell.key] = row
+        with open(done_path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        log(f"  {cell.label:<22} k={str(cell.labels_per_class):<4} seed {cell.seed}: {row['target_test/acc']:.1f}%")
+
+    if jobs <= 1:
+        for cell in todo:
+            record(cell, _run_cell(cell, root, overrides, threads))
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_cell, cell, root, overrides, threads): cell for cell in todo}
+            for future, cell in futures.items():
+                record(cell, future.result())
+    rows = [done[c.key] for c in cells]
+    records = summarize_grid(rows, runs, command)
+    write_grid_results(out_dir, records)
+    return records
+
+
+def _task_name(config: Config) -> str:
+    def name(domain) -> str:
+        return domain.name + (f"[{','.join(map(str, domain.classes))}]" if domain.classes else "")
+
+    return f"{name(config.data.source)} (unlabelled) -> {name(config.transfer.train)}"
+
+
+def summarize_grid(rows: list[dict[str, Any]], runs: Sequence[str | Path], command: str) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (strategy label, k): records in the benchmark schema."""
+    import datetime as dt
+
+    config = read_run_config(runs[0])
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_cell.setdefault((row["label"], str(row["labels_per_class"])), []).append(row)
+    records = []
+    for (label, k), members in by_cell.items():
+        values = [m["target_test/acc"] for m in members]
+        records.append({
+            "task": _task_name(config), "method": label, "metric": "target_acc",
+            "labels_per_class": k if k == "all" else int(k),
+            "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n_seeds": len(values), "values": values, "seeds": [m["seed"] for m in members],
+            "iterations": config.transfer.iterations,
+            "pretraining": {label.split("+")[0]: [str(r) for r in runs]} if "+" in label else None,
+            "device": members[0]["device"], "command": command, "date": dt.date.today().isoformat(),
+        })
+    return records
+
+
+def write_grid_results(out_dir: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write_json(out_dir / "results.json", records)
+    atomic_write_text(out_dir / "results.md", grid_table(records))
+    plot_grid(records, out_dir / "accuracy_vs_labels.png")
+
+
+def grid_table(records: list[dict[str, Any]]) -> str:
+    """Markdown: one row per strategy, one column per k (mean ± std over seeds)."""
+    ks = sorted({r["labels_per_class"] for r in records}, key=lambda k: float("inf") if k == "all" else k)
+    labels = list(dict.fromkeys(r["method"] for r in records))
+    cell = {(r["method"], r["labels_per_class"]): r for r in records}
+    lines = [f"Task: {records[0]['task']}. Target test accuracy (%), mean ± std over seeds, by labels per class.", "",
+             "| strategy | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for label in labels:
+        cells = [f"{cell[label, k]['mean']:.1f} ± {cell[label, k]['std']:.1f}" if (label, k) in cell else "–" for k in ks]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    first = records[0]
+    lines += ["", f"Seeds: {first['n_seeds']}; device: {first['device']}; {first['date']}.", f"Command: `{first['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_grid(records: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against labels per class (log axis; 'all' drawn at the right end), one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    numeric = sorted({r["labels_per_class"] for r in records if r["labels_per_class"] != "all"})
+    all_x = (numeric[-1] * 4) if numeric else 1
+    xpos = lambda k: all_x if k == "all" else k  # noqa: E731
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label in dict.fromkeys(r["method"] for r in records):
+        rs = sorted((r for r in records if r["method"] == label), key=lambda r: xpos(r["labels_per_class"]))
+        ax.errorbar([xpos(r["labels_per_class"]) for r in rs], [r["mean"] for r in rs], yerr=[r["std"] for r in rs],
+                    marker="o", capsize=3, label=label, linestyle="--" if label == "scratch" else "-")
+    ticks = numeric + ([all_x] if any(r["labels_per_class"] == "all" for r in records) else [])
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [str(t) for t in numeric] + (["all"] if len(ticks) > len(numeric) else []))
+    ax.minorticks_off()
+    ax.set_xlabel("labelled samples per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(records[0]["task"], fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
