@@ -71,3 +71,106 @@ def test_scores_rank_pretrained_candidates(tmp_path, capsys):
     for key in ("logme", "h_score", "transrate"):
         assert -1.0 <= report["correlation"][key]["weighted_kendall_tau"] <= 1.0
         assert all(np.isfinite(c[key]) for c in report["candidates"])
+
+
+def test_adda_reports_each_domain_through_its_own_encoder():
+    import torch
+
+    from transferlab.methods import METHODS
+    from transferlab.models import Encoder
+    from transferlab.models.backbones import MLP
+
+    torch.manual_seed(0)
+    method = METHODS.get("adda")(Encoder(MLP(8, hidden=16), bottleneck_dim=0), 3).eval()
+    with torch.no_grad():
+        for p in method.target_encoder.parameters():
+            p.add_(torch.randn_like(p))  # a target encoder that differs from the source encoder
+    x = torch.randn(5, 8)
+    assert torch.equal(method.representation(x, "target"), method.encoder(x))  # stage 2 not reached yet
+    method.adapted.fill_(True)
+    assert torch.equal(method.representation(x, "source"), method.encoder(x))
+    assert torch.equal(method.representation(x, "target"), method.target_encoder(x))
+    assert torch.equal(method.predict_on(x, "source"), method.head(method.encoder(x)))
+    assert torch.equal(method.predict(x), method.head(method.target_encoder(x)))
+
+
+def test_layers_of_an_encoder_group_normalisation_with_the_layer_before():
+    from transferlab.models import Encoder, LeNet
+    from transferlab.models.layers import encoder_layers
+
+    layers = encoder_layers(Encoder(LeNet(1, 28), 16))
+    assert layers == [["backbone.conv.0"], ["backbone.conv.3"], ["backbone.fc.1"], ["bottleneck.0", "bottleneck.1"]]
+
+
+def _layer_configs(tmp_path, iterations=3):
+    for name, classes in (("a", [0, 1, 2, 3, 4]), ("b", [5, 6, 7, 8, 9])):
+        (tmp_path / f"{name}.yaml").write_text(json.dumps({
+            "data": {"source": {"name": "digits", "classes": classes}, "test": {"name": "digits", "part": "test",
+                     "classes": classes}, "image_size": 16, "channels": 1, "batch_size": 16},
+            "model": {"backbone": "lenet", "bottleneck_dim": 16}, "method": {"name": "supervised"},
+            "train": {"iterations": iterations, "eval_every": 0, "checkpoint_every": 0, "log_every": 1}}))
+    return tmp_path / "a.yaml", tmp_path / "b.yaml"
+
+
+def test_init_layers_copies_and_freeze_layers_freezes_exactly_the_first_n(tmp_path):
+    import torch
+
+    from transferlab.config import load_config
+    from transferlab.engine.checkpoint import load_tensors
+    from transferlab.experiment import build
+    from transferlab.errors import ConfigError
+
+    config_a, config_b = _layer_configs(tmp_path)
+    base = tmp_path / "baseA"
+    train(load_config(config_a), base, progress=False)
+    trained = {k.removeprefix("encoder."): v for k, v in load_tensors(base / "model.safetensors").items()
+               if k.startswith("encoder.")}
+    fresh = build(load_config(config_b)).method.encoder.state_dict()
+    copied = build(load_config(config_b, [f"model.encoder_init={base}", "model.init_layers=2"])).method.encoder.state_dict()
+    for key in fresh:
+        first_two = key.startswith(("backbone.conv.0.", "backbone.conv.3."))
+        assert torch.equal(copied[key], trained[key] if first_two else fresh[key]), key
+    experiment = build(load_config(config_b, [f"model.encoder_init={base}", "model.init_layers=2", "model.freeze_layers=2",
+                                              "train.iterations=5"]))
+    before = {k: v.clone() for k, v in experiment.method.encoder.state_dict().items()}
+    experiment.trainer(None, progress=False).fit()
+    after = experiment.method.encoder.state_dict()
+    for key in before:
+        frozen = key.startswith(("backbone.conv.0.", "backbone.conv.3."))
+        assert torch.equal(before[key], after[key]) == frozen, key
+    with pytest.raises(ConfigError, match="encoder has 4 layers"):
+        build(load_config(config_b, [f"model.encoder_init={base}", "model.init_layers=5"]))
+    with pytest.raises(ConfigError, match="set that too"):
+        build(load_config(config_b, ["model.init_layers=1"]))
+
+
+def test_analyze_layers_writes_the_four_curves(tmp_path, capsys):
+    config_a, config_b = _layer_configs(tmp_path)
+    out = tmp_path / "layers"
+    assert cli(["analyze", "layers", "--task-a", str(config_a), "--task-b", str(config_b), "--out", str(out),
+                "--seeds", "0"]) == 0
+    report = json.loads((out / "layers.json").read_text())
+    assert report["n_layers"] == 4 and set(report["curves"]) == {"BnB", "BnB+", "AnB", "AnB+"}
+    assert all(set(curve) == {"1", "2", "3", "4"} for curve in report["curves"].values())
+    assert (out / "layers.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert cli(["analyze", "layers", "--task-a", str(config_a), "--task-b", str(config_b), "--out", str(out),
+                "--seeds", "0"]) == 0
+    assert "16 runs, 16 already done" in capsys.readouterr().out
+
+
+def test_task2vec_distance_matrix_over_tasks(tmp_path):
+    from test_selftaught import _pretrain_config
+
+    probe = tmp_path / "probe"
+    assert cli(["pretrain", str(_pretrain_config(tmp_path)), "--out", str(probe), "--no-progress"]) == 0
+    out = tmp_path / "t2v"
+    assert cli(["analyze", "task2vec", str(probe), "--tasks", "digits", "digits_m", "digits:test", "--max-samples", "40",
+                "--out", str(out)]) == 0
+    report = json.loads((out / "task2vec.json").read_text())
+    d = np.array(report["distances"])
+    assert report["names"] == ["digits", "digits_m", "digits:test"]
+    assert np.allclose(d, d.T) and np.allclose(np.diag(d), 0) and (d >= 0).all() and (d <= 1).all()
+    # two samples of the same task are closer than the same digits on colour photos
+    assert d[0, 2] < d[0, 1]
+    assert (out / "task2vec.png").stat().st_size > 5_000

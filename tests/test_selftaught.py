@@ -14,7 +14,7 @@ from transferlab.cli import main as cli
 from transferlab.data.augment import Views
 from transferlab.data.datasets import ArrayDataset, labels_per_class, select_classes
 from transferlab.errors import CheckpointError, ConfigError, DataError
-from transferlab.experiment import build, train
+from transferlab.experiment import build
 from transferlab.losses import kl_sparsity, nt_xent
 from transferlab.methods import METHODS, InputSpec
 from transferlab.models import Encoder

@@ -141,6 +141,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for key, value in report["correlation"].items():
             print(f"{key}: weighted Kendall tau {value['weighted_kendall_tau']:+.3f}, Kendall tau {value['kendall_tau']:+.3f}")
         print(f"\nwritten: {out / 'scores.json'}")
+    elif args.analysis == "layers":
+        from .analysis.yosinski import layer_transferability
+
+        report = layer_transferability(args.task_a, args.task_b, out, seeds=args.seeds, overrides=args.set,
+                                       jobs=args.jobs, data_root=args.data_root)
+        rows = [[c] + [f"{v[n]['mean']:.1f} ± {v[n]['std']:.1f}" for n in sorted(v)] for c, v in report["curves"].items()]
+        print(_table(rows, ["condition"] + [f"n={n}" for n in range(1, report["n_layers"] + 1)]))
+        print(f"baseA {report['baseA']['mean']:.1f}, baseB {report['baseB']['mean']:.1f}; "
+              f"layers: {', '.join(report['layers'])}\nwritten: {out / 'layers.json'}, {out / 'layers.png'}")
+    elif args.analysis == "task2vec":
+        report = analysis.task2vec_report(args.probe, args.tasks, data_root=args.data_root,
+                                          max_samples=args.max_samples, seed=args.seed)
+        analysis.write_json(out / "task2vec.json", report)
+        analysis.plot_distance_matrix(report, out / "task2vec.png")
+        names = report["names"]
+        print(_table([[n] + [f"{v:.3f}" for v in row] for n, row in zip(names, report["distances"])], ["task"] + names))
+        print(f"\nwritten: {out / 'task2vec.json'}, {out / 'task2vec.png'}")
     elif args.analysis == "landscape":
         for run in args.runs:
             info = analysis.landscape_report(run, out / f"landscape_{Path(run).name}.png", data_root=args.data_root,
@@ -231,25 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a config; saves config, metrics, checkpoints, model and result")
-    p.add_argument("config", help="YAML config file (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=0.1")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest intact checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out first")
-    p.add_argument("--no-progress", action="store_true")
-    _common(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("pretrain", help="self-supervised pretraining (autoencoder, simclr) on unlabelled data")
-    p.add_argument("config", help="YAML config with a pretraining method and a transfer: section (see configs/selftaught/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest intact checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out first")
-    p.add_argument("--no-progress", action="store_true")
-    _common(p)
-    p.set_defaults(func=cmd_pretrain)
+    for name, config_help, func in (
+        ("train", "YAML config file (see configs/)", cmd_train),
+        ("pretrain", "YAML config with a pretraining method and a transfer: section (see configs/selftaught/)", cmd_pretrain),
+    ):
+        p = sub.add_parser(name, help="train a config; saves config, metrics, checkpoints, model and result" if name == "train"
+                           else "self-supervised pretraining (autoencoder, simclr) on unlabelled data")
+        p.add_argument("config", help=config_help)
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. optim.lr=0.1")
+        p.add_argument("--out", help="run folder (default: runs/<config name>)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest intact checkpoint")
+        p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out first")
+        p.add_argument("--no-progress", action="store_true")
+        _common(p)
+        p.set_defaults(func=func)
 
     for name, strategy, text in (("probe", "probe", "linear classifier on the frozen pretrained encoder"),
                                  ("finetune", "finetune", "fine-tune the pretrained encoder and a new classifier")):
@@ -299,6 +312,24 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--labels-per-class", type=_labels, default="all", help="the grid's k to read (default all)")
         _common(q)
         q.set_defaults(func=cmd_analyze)
+    q = asub.add_parser("task2vec", help="Task2Vec distance matrix between tasks, with a run's encoder as the probe")
+    q.add_argument("probe", help="a finished run whose encoder is the probe network (e.g. a pretraining run)")
+    q.add_argument("--tasks", nargs="+", required=True, metavar="DATASET[:PART]", help="e.g. mnist usps mnist_m "
+                   "office_caltech10_images:amazon")
+    q.add_argument("--out", required=True)
+    q.add_argument("--max-samples", type=int, default=500)
+    q.add_argument("--seed", type=int, default=0)
+    _common(q)
+    q.set_defaults(func=cmd_analyze)
+    q = asub.add_parser("layers", help="Yosinski et al.'s AnB/BnB(+) curves over the number of copied layers")
+    q.add_argument("--task-a", required=True, metavar="CONFIG", help="supervised config of task A")
+    q.add_argument("--task-b", required=True, metavar="CONFIG", help="supervised config of task B (same model)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    q.add_argument("--jobs", type=int, default=1, help="runs at once, in separate processes")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override both configs")
+    _common(q)
+    q.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("eval", help="re-evaluate a finished run's final model on its target test split")
     p.add_argument("run")

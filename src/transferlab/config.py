@@ -64,6 +64,11 @@ class ModelConfig(_Strict):
     encoder_init: str | None = None
     """A transferlab run folder (or its ``model.safetensors``) whose encoder weights (backbone and
     bottleneck) initialise this run's encoder: how a pretrained run is transferred."""
+    init_layers: NonNegativeInt | None = None
+    """With ``encoder_init``: copy only the encoder's first n layers; the rest keep their random
+    initialisation (Yosinski et al.'s AnB). ``null``: the whole encoder."""
+    freeze_layers: NonNegativeInt = 0
+    """Train with the encoder's first n layers frozen (no gradient)."""
 
 
 class OptimConfig(_Strict):

@@ -22,6 +22,7 @@ from .engine.checkpoint import load_tensors
 from .errors import CheckpointError, ConfigError, DataError, state_dict_mismatch
 from .methods import METHODS, InputSpec, Method
 from .models import Encoder, create_backbone
+from .models.layers import freeze_layers, layer_state
 
 
 @dataclass
@@ -57,8 +58,9 @@ def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> Arr
     return dataset
 
 
-def load_encoder_weights(encoder: torch.nn.Module, source: str | Path) -> None:
-    """Initialise ``encoder`` from a run folder's (or a ``model.safetensors`` file's) ``encoder.*`` weights."""
+def load_encoder_weights(encoder: torch.nn.Module, source: str | Path, layers: int | None = None) -> None:
+    """Initialise ``encoder`` from a run folder's (or a ``model.safetensors`` file's) ``encoder.*`` weights,
+    all of them or only those of its first ``layers`` layers."""
     path = Path(source)
     path = path / "model.safetensors" if path.is_dir() else path
     if not path.is_file():
@@ -67,8 +69,11 @@ def load_encoder_weights(encoder: torch.nn.Module, source: str | Path) -> None:
     state = {k.removeprefix("encoder."): v for k, v in load_tensors(path).items() if k.startswith("encoder.")}
     if not state:
         raise CheckpointError(f"{path} holds no encoder.* weights; is it a transferlab run's model?")
+    original = {k: v.clone() for k, v in encoder.state_dict().items()}
     try:
-        encoder.load_state_dict(state)
+        encoder.load_state_dict(state)  # strict: the architectures must match, even when copying a few layers
+        if layers is not None:
+            encoder.load_state_dict({**original, **layer_state(encoder, state, layers)})
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: its encoder does not match this config's model ({state_dict_mismatch(exc)}); "
                               f"use the pretraining run's model.backbone and model.bottleneck_dim") from None
@@ -152,7 +157,10 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
         spec = InputSpec("image", (channels, size, size), expand(c.data.mean), expand(c.data.std))
     encoder = Encoder(backbone, c.model.bottleneck_dim)
     if c.model.encoder_init is not None:
-        load_encoder_weights(encoder, c.model.encoder_init)
+        load_encoder_weights(encoder, c.model.encoder_init, c.model.init_layers)
+    elif c.model.init_layers is not None:
+        raise ConfigError("model.init_layers copies layers from model.encoder_init; set that too")
+    freeze_layers(encoder, c.model.freeze_layers)
     _check_input(encoder, source, transform, c)
     method = method_cls(encoder, num_classes, input_spec=spec, **method_cfg.model_dump(exclude={"name"}))
     return Experiment(c, method, source, target, test, transform)

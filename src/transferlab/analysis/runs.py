@@ -51,7 +51,7 @@ def extract(experiment, dataset: ArrayDataset, domain: str = "source", batch_siz
             f = method.representation(batch.x, domain)
             features.append(f.float().cpu())
             if method.classifies():
-                logits.append(method.predict(batch.x).float().cpu())
+                logits.append(method.predict_on(batch.x, domain).float().cpu())
             if batch.y is not None:
                 labels.append(batch.y.cpu())
     finally:
@@ -148,7 +148,7 @@ def feature_map(run_dir: str | Path, path: Path, *, data_root: str | Path | None
     for ax in (a, b):
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{Path(run_dir).name}: {experiment.config.method_config().name}", fontsize=9)
+    fig.suptitle(f"{'/'.join(Path(run_dir).parts[-2:])}: {experiment.config.method_config().name}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
     return {"run": str(run_dir), "plot": str(path), "n_source": n_s, "n_target": len(features) - n_s}
@@ -190,6 +190,79 @@ def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *,
                             "kendall_tau": float(kendalltau(scores, accuracies).statistic)}
     _ = (leep, nce)  # need source classifiers; pretrained encoders from self-supervision have none
     return {"candidates": rows, "correlation": correlation, "n_candidates": len(rows)}
+
+
+# --- Task2Vec --------------------------------------------------------------------------------------
+
+
+def _fit_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 300) -> torch.nn.Linear:
+    """A linear classifier on fixed features (full-batch Adam): Task2Vec's probe head for one task."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(features.shape[1], num_classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01, weight_decay=1e-4)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(head(features), labels).backward()
+        optimizer.step()
+    return head
+
+
+def task2vec_report(probe_run: str | Path, tasks: Sequence[str], *, data_root: str | Path | None = None,
+                    max_samples: int = 500, seed: int = 0) -> dict[str, Any]:
+    """Task2Vec (Achille et al., ICCV 2019) embeddings of ``tasks`` ("dataset" or "dataset:part") with
+    the encoder of ``probe_run`` as the fixed probe network: per task, a linear head is fitted on
+    the frozen features, then the diagonal Fisher of the encoder's weights (exact expectation over
+    the head's predictive distribution) is averaged per filter, as in the paper; returns the
+    embeddings' pairwise normalised-cosine distances. Inputs are preprocessed as the probe was
+    trained (size, channels), so any image task can be compared."""
+    from .. import data as tl_data
+    from ..experiment import build
+    from ..protocol import read_run_config
+    from .task2vec import distance_matrix, fisher_diagonal
+
+    config = read_run_config(probe_run)
+    raw = config.to_dict()
+    raw["model"]["encoder_init"] = str(Path(probe_run).resolve())
+    raw["method"] = {"name": "supervised"}
+    from ..config import validate
+
+    probe = build(validate(raw), data_root)
+    encoder = probe.method.encoder.eval()
+    embeddings, info = {}, []
+    for spec in tasks:
+        name, _, part = spec.partition(":")
+        dataset = sample(tl_data.load(name, part or "train", data_root or config.data.root), max_samples, seed)
+        x = probe.transform(dataset.x)
+        with torch.no_grad():
+            features = encoder(x)
+        head = _fit_head(features, dataset.y, dataset.num_classes)
+        model = torch.nn.Sequential(encoder, head)
+        names = [f"0.{n}" for n, _ in encoder.named_parameters()]
+        fisher = fisher_diagonal(model, x.contiguous(), parameters=names, exact=True)
+        per_filter = [f.mean(dim=tuple(range(1, f.ndim))) if f.ndim > 1 else f for _, f in sorted(fisher.items())]
+        embeddings[spec] = torch.cat(per_filter)
+        with torch.no_grad():
+            accuracy = 100.0 * float((head(features).argmax(1) == dataset.y).float().mean())
+        info.append({"task": spec, "n": len(dataset), "classes": dataset.num_classes, "probe_train_acc": accuracy})
+    names, distances = distance_matrix(embeddings)
+    return {"probe_run": str(probe_run), "tasks": info, "names": names, "distances": distances.tolist()}
+
+
+def plot_distance_matrix(report: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    names, d = report["names"], np.asarray(report["distances"])
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(names), 0.6 + 0.6 * len(names)), dpi=120)
+    image = ax.imshow(d, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{d[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if d[i, j] < d.max() * 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="Task2Vec distance")
+    ax.set_title(f"probe: {Path(report['probe_run']).name}", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 # --- loss landscape ----------------------------------------------------------------------------

@@ -84,5 +84,8 @@ class ADDA(Method):
     def representation(self, x, domain="source"):
         return self.target_encoder(x) if domain == "target" and bool(self.adapted) else self.encoder(x)
 
+    def predict_on(self, x, domain="target"):
+        return self.head(self.representation(x, domain))
+
     def predict(self, x):
-        return self.head(self.representation(x, "target"))
+        return self.predict_on(x, "target")

@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from ..data.streams import Batch, concat_inputs
+from ..data.streams import concat_inputs
 from ..errors import ConfigError, TransferlabError
 from ..registry import Registry
 from ..schedules import Schedule
@@ -115,6 +115,11 @@ class Method(nn.Module):
         """The features the classifier sees for inputs from ``domain`` ("source" or "target"); methods
         with a separate target encoder (ADDA) override it. Used by the diagnostics (A-distance, t-SNE)."""
         return self.encoder(x)
+
+    def predict_on(self, x: Any, domain: str = "target") -> torch.Tensor:
+        """Class logits for inputs from ``domain``: ``predict`` except for methods with a per-domain
+        encoder (ADDA classifies source data through the source encoder)."""
+        return self.predict(x)
 
     @classmethod
     def classifies(cls) -> bool:

@@ -1,0 +1,177 @@
+"""Diagnostics evidence (`transferlab analyze ...` on the project's own saved runs).
+
+  divergence  proxy A-distance, joint error λ and errors of every digits-benchmark run
+              (runs/bench_digits, made by benchmarks/digits/run.py): does adaptation align the domains?
+  features    t-SNE of source-only vs DANN features (seed 0, MNIST->USPS)
+  scores      LogME / H-score / TransRate of the self-taught pretrained encoders (runs/bench_selftaught,
+              made by benchmarks/selftaught/run.py) against the accuracy fine-tuning reached (k = 10)
+  landscape   loss from initialisation to solution and sharpness: SimCLR-pretrained fine-tuning vs
+              training from scratch, USPS with 10 labels per class, 3 seeds
+  layers      Yosinski et al.'s AnB/BnB(+) curves, MNIST digits 0-4 (A) vs 5-9 (B), LeNet, 3 seeds
+  task2vec    Task2Vec distances between digit, photo and X-ray tasks with a SimCLR-pretrained LeNet probe
+
+    python benchmarks/analysis/run.py [--parts divergence features scores landscape] [--parallel 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from common import this_command, today, write_results  # noqa: E402
+
+DIGITS = REPO / "runs" / "bench_digits"
+SELFTAUGHT = REPO / "runs" / "bench_selftaught"
+OUT = REPO / "runs" / "bench_analysis"
+METHODS = ["source_only", "dann", "adda", "cdan", "cdan_e", "mcd"]
+TASKS = {"mnist_usps": "mnist->usps", "usps_mnist": "usps->mnist"}
+TASK2VEC = ["mnist", "usps", "mnist_m", "digits", "digits_m", "office_caltech10_images:amazon",
+            "office_caltech10_images:webcam", "office_caltech10_images:caltech", "pneumoniamnist"]
+
+
+def cli(*args: str) -> None:
+    print("$ transferlab", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "transferlab.cli", *args], check=True, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["divergence", "features", "scores", "landscape", "layers", "task2vec"])
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--aggregate-only", action="store_true")
+    args = parser.parse_args()
+    if not args.aggregate_only:
+        jobs = []
+        if "divergence" in args.parts:
+            for task in TASKS:
+                for method in METHODS:
+                    out = OUT / "divergence" / task / method
+                    runs = sorted(str(p.parent) for p in (DIGITS / task / method).glob("seed*/model.safetensors"))
+                    if runs and not (out / "divergence.json").is_file():
+                        jobs.append(("analyze", "divergence", *runs, "--out", str(out)))
+        if "features" in args.parts:
+            for method in ("source_only", "dann"):
+                run = DIGITS / "mnist_usps" / method / "seed0"
+                jobs.append(("analyze", "features", str(run), "--out", str(OUT / "features" / method)))
+        if "landscape" in args.parts:
+            for seed in (0, 1, 2):
+                pretrained = SELFTAUGHT / "mnist_usps" / "simclr" / f"seed{seed}"
+                for name, extra in (("finetune", ()), ("scratch", ("--from-scratch",))):
+                    out = OUT / "landscape" / f"{name}_seed{seed}"
+                    if not (out / "model.safetensors").is_file():
+                        cli("finetune", str(pretrained), "--labels-per-class", "10", "--seed", str(seed), *extra,
+                            "--out", str(out), "--overwrite", "--no-progress")
+                    jobs.append(("analyze", "landscape", str(out), "--out", str(OUT / "landscape" / "analysis")))
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda job: cli(*job), jobs))
+        if "scores" in args.parts:
+            candidates = sorted(str(p.parent) for p in (SELFTAUGHT / "mnist_usps").glob("*/seed*/model.safetensors"))
+            cli("analyze", "scores", *candidates, "--accuracies-from", str(SELFTAUGHT / "mnist_usps" / "grid"),
+                "--labels-per-class", "10", "--out", str(OUT / "scores"))
+        if "layers" in args.parts:
+            cli("analyze", "layers", "--task-a", str(REPO / "configs/analysis/digits04.yaml"), "--task-b",
+                str(REPO / "configs/analysis/digits59.yaml"), "--seeds", "0", "1", "2", "--jobs", str(args.parallel),
+                "--out", str(OUT / "layers"))
+        if "task2vec" in args.parts:
+            cli("analyze", "task2vec", str(SELFTAUGHT / "mnist_usps" / "simclr" / "seed0"), "--tasks", *TASK2VEC,
+                "--max-samples", "300", "--out", str(OUT / "task2vec"))
+        (OUT / "command.txt").write_text(this_command() + "\n")
+    aggregate()
+
+
+def plot_all_divergence(task: str) -> None:
+    """One divergence figure per task over every method's runs."""
+    sys.path.insert(0, str(REPO / "src"))
+    from transferlab.analysis.runs import plot_divergence
+
+    reports = [r for m in METHODS if (OUT / "divergence" / task / m / "divergence.json").is_file()
+               for r in json.loads((OUT / "divergence" / task / m / "divergence.json").read_text())]
+    plot_divergence(reports, HERE / f"divergence_{task}.png")
+
+
+def _summary(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate() -> None:
+    command = (OUT / "command.txt").read_text().strip() if (OUT / "command.txt").is_file() else this_command()
+    records = []
+    base = {"command": command, "date": today()}
+    for task, name in TASKS.items():
+        for method in METHODS:
+            path = OUT / "divergence" / task / method / "divergence.json"
+            if not path.is_file():
+                continue
+            reports = json.loads(path.read_text())
+            for metric in ("a_distance", "lambda", "source_error", "target_error"):
+                mean, std = _summary([r[metric] for r in reports])
+                records.append({"task": name, "method": method, "metric": metric, "mean": round(mean, 4),
+                                "std": round(std, 4), "n_seeds": len(reports), "values": [r[metric] for r in reports],
+                                "device": "Intel Xeon CPU, 1 thread (analysis); runs from benchmarks/digits",
+                                "runs": [r["run"] for r in reports], "classifier": reports[0]["classifier"],
+                                "n_samples": [reports[0]["n_source"], reports[0]["n_target"]], **base})
+    scores = OUT / "scores" / "scores.json"
+    if scores.is_file():
+        report = json.loads(scores.read_text())
+        for key, corr in report["correlation"].items():
+            records.append({"task": "mnist (unlabelled) -> usps, k=10 fine-tuning", "method": key,
+                            "metric": "weighted_kendall_tau", "mean": round(corr["weighted_kendall_tau"], 4), "std": 0.0,
+                            "n_seeds": 1, "kendall_tau": corr["kendall_tau"], "n_candidates": report["n_candidates"],
+                            "candidates": [{k: c[k] for k in ("run", "pretraining", "finetuned_acc", key)}
+                                           for c in report["candidates"]],
+                            "device": "Intel Xeon CPU, 1 thread", **base})
+    landscape = sorted((OUT / "landscape" / "analysis").glob("landscape_*.json"))
+    for strategy in ("finetune", "scratch"):
+        infos = [json.loads(p.read_text()) for p in landscape if p.stem.startswith(f"landscape_{strategy}")]
+        if infos:
+            for metric, values in (("sharpness", [i["sharpness"] for i in infos]),
+                                   ("train_loss", [i["slice_center_loss"] for i in infos])):
+                mean, std = _summary(values)
+                records.append({"task": "usps, 10 labels/class (SimCLR-pretrained on MNIST vs scratch)",
+                                "method": strategy, "metric": metric, "mean": round(mean, 5), "std": round(std, 5),
+                                "n_seeds": len(values), "values": values, "radius": 0.1,
+                                "device": "Intel Xeon CPU, 1 thread", **base})
+    layers = OUT / "layers" / "layers.json"
+    if layers.is_file():
+        report = json.loads(layers.read_text())
+        for condition, curve in [("baseA", {"0": report["baseA"]}), ("baseB", {"0": report["baseB"]}), *report["curves"].items()]:
+            for n, value in curve.items():
+                records.append({"task": "layer transfer: mnist digits 0-4 (A) -> 5-9 (B)", "method": condition,
+                                "metric": "test_acc", "layers_copied": int(n), "mean": round(value["mean"], 2),
+                                "std": round(value["std"], 2), "n_seeds": len(value["values"]), "values": value["values"],
+                                "device": report["device"], **base})
+        (HERE / "layers.png").write_bytes((OUT / "layers" / "layers.png").read_bytes())
+    task2vec = OUT / "task2vec" / "task2vec.json"
+    if task2vec.is_file():
+        report = json.loads(task2vec.read_text())
+        names = report["names"]
+        for i, a in enumerate(names):
+            for j, b in enumerate(names):
+                if j > i:
+                    records.append({"task": f"{a} <-> {b}", "method": "task2vec (probe: SimCLR LeNet, MNIST)",
+                                    "metric": "task2vec_distance", "mean": round(report["distances"][i][j], 4),
+                                    "std": 0.0, "n_seeds": 1, "device": "Intel Xeon CPU, 1 thread", **base})
+        (HERE / "task2vec.png").write_bytes((OUT / "task2vec" / "task2vec.png").read_bytes())
+    for name in ("features/source_only/tsne_seed0.png", "features/dann/tsne_seed0.png"):
+        if (OUT / name).is_file():
+            (HERE / f"tsne_{name.split('/')[1]}.png").write_bytes((OUT / name).read_bytes())
+    for task in TASKS:
+        path = OUT / "divergence" / task / "dann" / "divergence.png"
+        if path.is_file():
+            plot_all_divergence(task)
+    header = "| task | method | metric | mean ± std | seeds/runs |\n|---|---|---|---|---|"
+    write_results(HERE, records, header, lambda r: [r["task"], r["method"], r["metric"],
+                                                    f"{r['mean']:.3f} ± {r['std']:.3f}", r["n_seeds"]])
+    print((HERE / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
