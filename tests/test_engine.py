@@ -43,8 +43,10 @@ def test_checkpoint_keeps_only_the_newest(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_00000002", "step_00000003"]
 
 
-@pytest.mark.parametrize("method", ["dann", "mcd", "adda"])
+@pytest.mark.parametrize("method", ["dann", "mcd", "adda", "simclr", "denoising_autoencoder"])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
+    """Pretraining methods included: SimCLR's random views and the masking noise come from the
+    checkpointed RNG, so a resumed run draws the same ones."""
     total = 12
     config = tiny_config(method, iterations=total, train={"checkpoint_every": 5, "iterations": total})
     train(config, tmp_path / "full", progress=False)

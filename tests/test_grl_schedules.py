@@ -46,3 +46,23 @@ def test_lr_schedules():
     assert InverseDecay(gamma=10, power=0.75)(0.5) == pytest.approx(6 ** -0.75)
     assert CosineDecay()(0.0) == 1.0 and CosineDecay()(1.0) == pytest.approx(0.0, abs=1e-12)
     assert Constant(0.3)(0.7) == 0.3
+
+
+def test_a_changing_grl_coefficient_does_not_recompile_every_step():
+    """The GRL coefficient changes every step; under torch.compile it must become a dynamic input
+    (at most one recompile), not a constant that recompiles each step until the cache limit."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from transferlab.losses import DomainAdversarialLoss
+    from transferlab.models import DomainDiscriminator
+
+    torch._dynamo.reset()
+    counters.clear()
+    loss = DomainAdversarialLoss(DomainDiscriminator(8, 16))
+    loss.compile(backend="eager")  # dynamo's graph capture only: what decides recompiles
+    f_s, f_t = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8)
+    for step in range(12):
+        value, _ = loss(f_s, f_t, 0.1 * step)
+        value.backward()
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])

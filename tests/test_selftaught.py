@@ -310,3 +310,17 @@ def test_protocol_errors_are_clear(tmp_path, pretrained, capsys):
     # a domain adaptation method without a target
     with pytest.raises(ConfigError, match="set data.target"):
         build(tiny_config("dann").model_copy(update={"data": tiny_config("dann").data.model_copy(update={"target": None})}))
+
+
+def test_pretraining_runs_under_bf16_autocast():
+    from transferlab.engine import Trainer
+
+    config = tiny_config("simclr", iterations=3, train={"precision": "bf16"})
+    config = config.model_copy(update={"data": config.data.model_copy(update={"target": None})})
+    experiment = build(config)
+    before = [p.clone() for p in experiment.method.encoder.parameters()]
+    result = Trainer(experiment.method, experiment.source, transform=experiment.transform, train=config.train,
+                     batch_size=16, progress=False).fit()
+    assert result["step"] == 3
+    after = list(experiment.method.encoder.parameters())
+    assert all(torch.isfinite(p).all() for p in after) and any(not torch.equal(a, b) for a, b in zip(before, after))

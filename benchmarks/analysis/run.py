@@ -3,8 +3,10 @@
   divergence  proxy A-distance, joint error λ and errors of every digits-benchmark run
               (runs/bench_digits, made by benchmarks/digits/run.py): does adaptation align the domains?
   features    t-SNE of source-only vs DANN features (seed 0, MNIST->USPS)
-  scores      LogME / H-score / TransRate of the self-taught pretrained encoders (runs/bench_selftaught,
-              made by benchmarks/selftaught/run.py) against the accuracy fine-tuning reached (k = 10)
+  scores      LogME / H-score / TransRate of 10 candidate encoders on USPS: the self-taught benchmark's
+              6 (runs/bench_selftaught, made by benchmarks/selftaught/run.py) and 4 more pretrained here
+              (shorter SimCLR and DAE, plain and sparse autoencoders), against the accuracy fine-tuning
+              reached with 10 labels per class (3 seeds each)
   landscape   loss from initialisation to solution and sharpness: SimCLR-pretrained fine-tuning vs
               training from scratch, USPS with 10 labels per class, 3 seeds
   layers      Yosinski et al.'s AnB/BnB(+) curves, MNIST digits 0-4 (A) vs 5-9 (B), LeNet, 3 seeds
@@ -33,6 +35,7 @@ SELFTAUGHT = REPO / "runs" / "bench_selftaught"
 OUT = REPO / "runs" / "bench_analysis"
 METHODS = ["source_only", "dann", "adda", "cdan", "cdan_e", "mcd"]
 TASKS = {"mnist_usps": "mnist->usps", "usps_mnist": "usps->mnist"}
+EXTRA_CANDIDATES = [("simclr", 300), ("denoising_autoencoder", 300), ("autoencoder", 1200), ("sparse_autoencoder", 1200)]
 TASK2VEC = ["mnist", "usps", "mnist_m", "digits", "digits_m", "office_caltech10_images:amazon",
             "office_caltech10_images:webcam", "office_caltech10_images:caltech", "pneumoniamnist"]
 
@@ -73,9 +76,19 @@ def main() -> None:
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda job: cli(*job), jobs))
         if "scores" in args.parts:
+            # candidates: the self-taught benchmark's 6 encoders, plus 4 more pretrained differently (seed 0)
+            extra = []
+            for method, iterations in EXTRA_CANDIDATES:
+                out = OUT / "candidates" / f"{method}_{iterations}"
+                if not (out / "model.safetensors").is_file():
+                    cli("pretrain", str(REPO / "configs/selftaught" / f"mnist_usps_{method}.yaml"), "--out", str(out),
+                        "--set", f"train.iterations={iterations}", "--overwrite", "--no-progress")
+                extra.append(str(out))
+            cli("grid", *extra, "--strategies", "finetune", "--labels-per-class", "10", "--seeds", "0", "1", "2",
+                "--jobs", str(args.parallel), "--out", str(OUT / "candidates" / "grid"))
             candidates = sorted(str(p.parent) for p in (SELFTAUGHT / "mnist_usps").glob("*/seed*/model.safetensors"))
-            cli("analyze", "scores", *candidates, "--accuracies-from", str(SELFTAUGHT / "mnist_usps" / "grid"),
-                "--labels-per-class", "10", "--out", str(OUT / "scores"))
+            cli("analyze", "scores", *candidates, *extra, "--accuracies-from", str(SELFTAUGHT / "mnist_usps" / "grid"),
+                str(OUT / "candidates" / "grid"), "--labels-per-class", "10", "--out", str(OUT / "scores"))
         if "layers" in args.parts:
             cli("analyze", "layers", "--task-a", str(REPO / "configs/analysis/digits04.yaml"), "--task-b",
                 str(REPO / "configs/analysis/digits59.yaml"), "--seeds", "0", "1", "2", "--jobs", str(args.parallel),

@@ -167,22 +167,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grid_accuracies(grid: str | None, runs: list[str], labels_per_class) -> list[float]:
-    """Mean fine-tuned accuracy of each run at k labels per class, from a grid folder's cells.jsonl."""
+def _grid_accuracies(grids: list[str] | None, runs: list[str], labels_per_class) -> list[float]:
+    """Mean fine-tuned accuracy of each run at k labels per class, from grid folders' cells.jsonl."""
     import statistics
 
     from .errors import ConfigError
 
-    if grid is None:
+    if not grids:
         raise ConfigError("give the candidates' fine-tuned accuracies: --accuracies A B C ... or --accuracies-from GRID_DIR")
-    cells = [json.loads(line) for line in (Path(grid) / "cells.jsonl").read_text().splitlines() if line.strip()]
+    cells = [json.loads(line) for grid in grids for line in (Path(grid) / "cells.jsonl").read_text().splitlines()
+             if line.strip()]
+    grid = ", ".join(grids)
     accuracies = []
     for run in runs:
         values = [c["target_test/acc"] for c in cells if c["strategy"] == "finetune" and
                   str(c["labels_per_class"]) == str(labels_per_class) and
                   Path(c["pretrained_run"]).resolve() == Path(run).resolve()]
         if not values:
-            raise ConfigError(f"{grid}/cells.jsonl has no finetune cell of {run} at k={labels_per_class}")
+            raise ConfigError(f"no finetune cell of {run} at k={labels_per_class} in {grid} (cells.jsonl)")
         accuracies.append(statistics.fmean(values))
     return accuracies
 
@@ -308,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--classifier", choices=["linear", "mlp"], default="linear", help="the domain classifier")
         if name == "scores":
             q.add_argument("--accuracies", type=float, nargs="+", help="fine-tuned accuracy of each run, in order")
-            q.add_argument("--accuracies-from", metavar="GRID_DIR", help="read them from a `transferlab grid` folder")
+            q.add_argument("--accuracies-from", metavar="GRID_DIR", nargs="+", help="read them from `transferlab grid` folders")
             q.add_argument("--labels-per-class", type=_labels, default="all", help="the grid's k to read (default all)")
         _common(q)
         q.set_defaults(func=cmd_analyze)

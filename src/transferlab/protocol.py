@@ -18,13 +18,13 @@ import json
 import os
 import statistics
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Config, load_config, validate
 from .engine.checkpoint import atomic_write_json, atomic_write_text
+from .engine.pool import run_in_pool, worker_threads
 from .errors import CheckpointError, ConfigError
 
 STRATEGIES = ("probe", "finetune", "scratch")
@@ -177,7 +177,7 @@ def run_grid(runs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequenc
                 done[f"{row['label']}|{row['labels_per_class']}|{row['seed']}"] = row
     todo = [c for c in cells if c.key not in done]
     log(f"grid: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run ({jobs} at a time)")
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    threads = worker_threads(jobs)
     root = str(data_root) if data_root is not None else None
 
     def record(cell: Cell, row: dict[str, Any]) -> None:
@@ -190,12 +190,9 @@ def run_grid(runs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequenc
         for cell in todo:
             record(cell, _run_cell(cell, root, overrides, threads))
     else:
-        import multiprocessing
-
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_cell, cell, root, overrides, threads): cell for cell in todo}
-            for future, cell in futures.items():
-                record(cell, future.result())
+        by_key = {cell.key: cell for cell in todo}
+        run_in_pool([(cell.key, _run_cell, (cell, root, overrides, threads)) for cell in todo], jobs,
+                    lambda key, row: record(by_key[key], row))
     rows = [done[c.key] for c in cells]
     records = summarize_grid(rows, runs, command)
     write_grid_results(out_dir, records)
@@ -282,3 +279,4 @@ def plot_grid(records: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+

@@ -18,12 +18,12 @@ Each run is an ordinary supervised run (``model.encoder_init``, ``model.init_lay
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from ..engine.pool import run_in_pool, worker_threads
 
 CONDITIONS = {"BnB": ("B", True), "BnB+": ("B", False), "AnB": ("A", True), "AnB+": ("A", False)}
 
@@ -44,8 +44,6 @@ def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: s
     """Train the base networks and every (condition, n, seed) run; write ``layers.json`` and
     ``layers.png`` (accuracy on B's test set against n, one line per condition). Finished runs are
     kept in ``cells.jsonl`` and skipped when the command is run again."""
-    import multiprocessing
-
     from ..config import load_config
     from ..experiment import build
     from ..models.layers import encoder_layers
@@ -59,19 +57,18 @@ def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: s
     done = {}
     if done_path.is_file():
         done = {row["key"]: row for row in map(json.loads, done_path.read_text().splitlines()) if row}
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    threads = worker_threads(jobs)
 
     def run_all(cells: list[tuple[str, dict[str, Any], str | None]]) -> None:
         todo = [c for c in cells if c[0] not in done]
         log(f"{len(cells)} runs, {len(cells) - len(todo)} already done")
-        with ProcessPoolExecutor(max(jobs, 1), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [(key, pool.submit(_train, raw, out, root, threads)) for key, raw, out in todo]
-            for key, future in futures:
-                result = future.result()
-                done[key] = {"key": key, "acc": result["target_test/acc"], "device": result["device"]}
-                with open(done_path, "a") as handle:
-                    handle.write(json.dumps(done[key]) + "\n")
-                log(f"  {key}: {result['target_test/acc']:.2f}%")
+        def record(key: str, result: dict[str, Any]) -> None:
+            done[key] = {"key": key, "acc": result["target_test/acc"], "device": result["device"]}
+            with open(done_path, "a") as handle:
+                handle.write(json.dumps(done[key]) + "\n")
+            log(f"  {key}: {result['target_test/acc']:.2f}%")
+
+        run_in_pool([(key, _train, (raw, out, root, threads)) for key, raw, out in todo], jobs, record)
 
     def raw(task: str, seed: int, **model: Any) -> dict[str, Any]:
         cfg = configs[task].to_dict()
@@ -131,3 +128,4 @@ def plot_layers(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
