@@ -96,7 +96,8 @@ def main() -> None:
         if "task2vec" in args.parts:
             cli("analyze", "task2vec", str(SELFTAUGHT / "mnist_usps" / "simclr" / "seed0"), "--tasks", *TASK2VEC,
                 "--max-samples", "300", "--out", str(OUT / "task2vec"))
-        (OUT / "command.txt").write_text(this_command() + "\n")
+        with open(OUT / "command.txt", "a") as handle:  # every invocation that contributed, in order
+            handle.write(this_command() + "\n")
     aggregate()
 
 
@@ -115,7 +116,8 @@ def _summary(values: list[float]) -> tuple[float, float]:
 
 
 def aggregate() -> None:
-    command = (OUT / "command.txt").read_text().strip() if (OUT / "command.txt").is_file() else this_command()
+    lines = (OUT / "command.txt").read_text().split("\n") if (OUT / "command.txt").is_file() else [this_command()]
+    command = "; ".join(dict.fromkeys(line.strip() for line in lines if line.strip()))
     records = []
     base = {"command": command, "date": today()}
     for task, name in TASKS.items():
@@ -173,6 +175,9 @@ def aggregate() -> None:
                                     "metric": "task2vec_distance", "mean": round(report["distances"][i][j], 4),
                                     "std": 0.0, "n_seeds": 1, "device": "Intel Xeon CPU, 1 thread", **base})
         (HERE / "task2vec.png").write_bytes((OUT / "task2vec" / "task2vec.png").read_bytes())
+    for name in ("landscape_finetune_seed0.png", "landscape_scratch_seed0.png"):
+        if (OUT / "landscape" / "analysis" / name).is_file():
+            (HERE / name).write_bytes((OUT / "landscape" / "analysis" / name).read_bytes())
     for name in ("features/source_only/tsne_seed0.png", "features/dann/tsne_seed0.png"):
         if (OUT / name).is_file():
             (HERE / f"tsne_{name.split('/')[1]}.png").write_bytes((OUT / name).read_bytes())

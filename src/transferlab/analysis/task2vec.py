@@ -59,10 +59,13 @@ def fisher_diagonal(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
     if unknown or not names:
         raise TransferlabError(f"unknown or no parameter names {unknown}; choose from {list(named)}")
     params = {n: named[n].detach() for n in names}
+    # The other parameters enter detached too: left to the module, they would require grad and each
+    # per-sample call would build (and keep) an autograd graph through them (GBs for a LeNet).
+    fixed = {n: p.detach() for n, p in named.items() if n not in params}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
 
     def log_prob(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        logits = functional_call(model, ({**fixed, **p}, buffers), (x.unsqueeze(0),))
         return F.log_softmax(logits, dim=1).gather(1, y.reshape(1, 1)).squeeze()
 
     per_sample = vmap(grad(log_prob), in_dims=(None, 0, 0))
