@@ -324,3 +324,18 @@ def test_pretraining_runs_under_bf16_autocast():
     assert result["step"] == 3
     after = list(experiment.method.encoder.parameters())
     assert all(torch.isfinite(p).all() for p in after) and any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_the_grid_flags_negative_transfer(pretrained):
+    from transferlab.protocol import grid_table, summarize_grid
+
+    accuracies = {"scratch": [80, 82], "ae+finetune": [70, 71], "simclr+finetune": [79, 83]}
+    rows = [{"label": label, "labels_per_class": 1, "seed": seed, "target_test/acc": acc, "device": "cpu"}
+            for label, values in accuracies.items() for seed, acc in enumerate(values)]
+    records = {r["method"]: r for r in summarize_grid(rows, [pretrained], "cmd")}
+    assert records["ae+finetune"]["gain_vs_scratch"] == pytest.approx(70.5 - 81.0)
+    assert records["ae+finetune"]["negative_transfer"] is True  # 10.5 below, stds 0.7 + 1.4
+    assert records["simclr+finetune"]["negative_transfer"] is False  # 0 below
+    assert "negative_transfer" not in records["scratch"]
+    table = grid_table(list(records.values()))
+    assert "70.5 ± 0.7 ↓" in table and "81.0 ± 2.8 |" in table

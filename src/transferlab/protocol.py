@@ -226,6 +226,12 @@ def summarize_grid(rows: list[dict[str, Any]], runs: Sequence[str | Path], comma
             "pretraining": {label.split("+")[0]: [str(r) for r in runs]} if "+" in label else None,
             "device": members[0]["device"], "command": command, "date": dt.date.today().isoformat(),
         })
+    scratch = {r["labels_per_class"]: r for r in records if r["method"] == "scratch"}
+    for r in records:  # the negative-transfer check: a pretrained strategy against training from scratch
+        base = scratch.get(r["labels_per_class"])
+        if base is not None and r["method"] != "scratch":
+            r["gain_vs_scratch"] = r["mean"] - base["mean"]
+            r["negative_transfer"] = r["gain_vs_scratch"] < -(r["std"] + base["std"])
     return records
 
 
@@ -243,10 +249,12 @@ def grid_table(records: list[dict[str, Any]]) -> str:
     lines = [f"Task: {records[0]['task']}. Target test accuracy (%), mean ± std over seeds, by labels per class.", "",
              "| strategy | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
     for label in labels:
-        cells = [f"{cell[label, k]['mean']:.1f} ± {cell[label, k]['std']:.1f}" if (label, k) in cell else "–" for k in ks]
+        cells = [f"{cell[label, k]['mean']:.1f} ± {cell[label, k]['std']:.1f}" + (" ↓" if cell[label, k].get("negative_transfer") else "")
+                 if (label, k) in cell else "–" for k in ks]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     first = records[0]
-    lines += ["", f"Seeds: {first['n_seeds']}; device: {first['device']}; {first['date']}.", f"Command: `{first['command']}`"]
+    lines += ["", "↓ negative transfer: below training from scratch by more than the two standard deviations combined.",
+              f"Seeds: {first['n_seeds']}; device: {first['device']}; {first['date']}.", f"Command: `{first['command']}`"]
     return "\n".join(lines) + "\n"
 
 
