@@ -428,3 +428,14 @@ def test_linear_cka_invariances():
 def test_bad_input_raises_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_linear_cka_gram_form_for_wide_features_equals_the_feature_form():
+    from transferlab.analysis import linear_cka
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(6, 40)), rng.normal(size=(6, 3))  # 40 features > 6 samples: the Gram path
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    expected = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    assert linear_cka(x, y) == pytest.approx(expected, rel=1e-10)
+    assert linear_cka(x, x) == pytest.approx(1.0)

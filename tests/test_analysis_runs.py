@@ -174,3 +174,16 @@ def test_task2vec_distance_matrix_over_tasks(tmp_path):
     # two samples of the same task are closer than the same digits on colour photos
     assert d[0, 2] < d[0, 1]
     assert (out / "task2vec.png").stat().st_size > 5_000
+
+
+def test_cka_between_the_layers_of_two_runs(da_runs, tmp_path, capsys):
+    assert cli(["analyze", "cka", str(da_runs[0]), str(da_runs[0]), "--out", str(tmp_path / "same"),
+                "--max-samples", "200"]) == 0
+    same = json.loads((tmp_path / "same" / "cka.json").read_text())
+    assert len(same["layers_a"]) == 4 and np.allclose(np.diag(same["cka"]), 1.0)  # a run against itself
+    assert cli(["analyze", "cka", *map(str, da_runs), "--out", str(tmp_path / "pair"), "--max-samples", "200"]) == 0
+    pair = np.array(json.loads((tmp_path / "pair" / "cka.json").read_text())["cka"])
+    assert ((pair >= 0) & (pair <= 1 + 1e-9)).all() and not np.allclose(np.diag(pair), 1.0)
+    assert (tmp_path / "pair" / "cka.png").stat().st_size > 5_000
+    assert cli(["analyze", "cka", str(da_runs[0]), "--out", str(tmp_path / "one")]) == 2
+    assert "compares two runs" in capsys.readouterr().err

@@ -11,6 +11,8 @@
               training from scratch, USPS with 10 labels per class, 3 seeds
   layers      Yosinski et al.'s AnB/BnB(+) curves, MNIST digits 0-4 (A) vs 5-9 (B), LeNet, 3 seeds
   task2vec    Task2Vec distances between digit, photo and X-ray tasks with a SimCLR-pretrained LeNet probe
+  cka         linear CKA layer by layer: source-only vs DANN (MNIST->USPS, seed 0), and a fine-tuned
+              encoder (USPS, k = 10) vs the SimCLR encoder it started from
 
     python benchmarks/analysis/run.py [--parts divergence features scores landscape] [--parallel 2]
 """
@@ -47,7 +49,7 @@ def cli(*args: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["divergence", "features", "scores", "landscape", "layers", "task2vec"])
+    parser.add_argument("--parts", nargs="+", default=["divergence", "features", "scores", "landscape", "layers", "task2vec", "cka"])
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--aggregate-only", action="store_true")
     args = parser.parse_args()
@@ -96,6 +98,12 @@ def main() -> None:
         if "task2vec" in args.parts:
             cli("analyze", "task2vec", str(SELFTAUGHT / "mnist_usps" / "simclr" / "seed0"), "--tasks", *TASK2VEC,
                 "--max-samples", "300", "--out", str(OUT / "task2vec"))
+        if "cka" in args.parts:
+            cli("analyze", "cka", str(DIGITS / "mnist_usps" / "source_only" / "seed0"),
+                str(DIGITS / "mnist_usps" / "dann" / "seed0"), "--out", str(OUT / "cka" / "source_only_vs_dann"))
+            finetuned = OUT / "landscape" / "finetune_seed0"  # made by the landscape part
+            cli("analyze", "cka", str(finetuned), str(SELFTAUGHT / "mnist_usps" / "simclr" / "seed0"),
+                "--out", str(OUT / "cka" / "finetuned_vs_pretrained"))
         with open(OUT / "command.txt", "a") as handle:  # every invocation that contributed, in order
             handle.write(this_command() + "\n")
     aggregate()
@@ -175,6 +183,16 @@ def aggregate() -> None:
                                     "metric": "task2vec_distance", "mean": round(report["distances"][i][j], 4),
                                     "std": 0.0, "n_seeds": 1, "device": "Intel Xeon CPU, 1 thread", **base})
         (HERE / "task2vec.png").write_bytes((OUT / "task2vec" / "task2vec.png").read_bytes())
+    for pair in ("source_only_vs_dann", "finetuned_vs_pretrained"):
+        path = OUT / "cka" / pair / "cka.json"
+        if path.is_file():
+            report = json.loads(path.read_text())
+            for i, layer in enumerate(report["layers_a"]):
+                records.append({"task": f"linear CKA, {pair.replace('_', ' ')}", "method": layer, "metric": "linear_cka",
+                                "mean": round(report["cka"][i][i], 4), "std": 0.0, "n_seeds": 1,
+                                "runs": [report["run_a"], report["run_b"]], "n_samples": report["n_samples"],
+                                "device": "Intel Xeon CPU, 1 thread", **base})
+            (HERE / f"cka_{pair}.png").write_bytes((OUT / "cka" / pair / "cka.png").read_bytes())
     for name in ("landscape_finetune_seed0.png", "landscape_scratch_seed0.png"):
         if (OUT / "landscape" / "analysis" / name).is_file():
             (HERE / name).write_bytes((OUT / "landscape" / "analysis" / name).read_bytes())

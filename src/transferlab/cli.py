@@ -150,6 +150,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(_table(rows, ["condition"] + [f"n={n}" for n in range(1, report["n_layers"] + 1)]))
         print(f"baseA {report['baseA']['mean']:.1f}, baseB {report['baseB']['mean']:.1f}; "
               f"layers: {', '.join(report['layers'])}\nwritten: {out / 'layers.json'}, {out / 'layers.png'}")
+    elif args.analysis == "cka":
+        if len(args.runs) != 2:
+            from .errors import ConfigError
+
+            raise ConfigError(f"analyze cka compares two runs; got {len(args.runs)}")
+        report = analysis.cka_report(*args.runs, data_root=args.data_root, max_samples=args.max_samples, seed=args.seed)
+        analysis.write_json(out / "cka.json", report)
+        analysis.plot_cka(report, out / "cka.png")
+        print(_table([[la] + [f"{v:.3f}" for v in row] for la, row in zip(report["layers_a"], report["cka"])],
+                     ["layer (A) \\ (B)"] + report["layers_b"]))
+        print(f"\nwritten: {out / 'cka.json'}, {out / 'cka.png'}")
     elif args.analysis == "task2vec":
         report = analysis.task2vec_report(args.probe, args.tasks, data_root=args.data_root,
                                           max_samples=args.max_samples, seed=args.seed)
@@ -299,11 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("divergence", "Ben-David terms: source/target error, proxy A-distance, joint error lambda"),
                        ("features", "t-SNE of source and target features, by domain and by class"),
                        ("scores", "LogME/H-score/TransRate of candidate pretrained runs vs their fine-tuned accuracy"),
-                       ("landscape", "loss from initialisation to solution, 2-D filter-normalised slice, sharpness")):
+                       ("landscape", "loss from initialisation to solution, 2-D filter-normalised slice, sharpness"),
+                       ("cka", "linear CKA between every layer of two runs' encoders, on run A's test data")):
         q = asub.add_parser(name, help=text)
         q.add_argument("runs", nargs="+", help="finished run folders")
         q.add_argument("--out", required=True, help="folder for the JSON and PNG files")
-        q.add_argument("--max-samples", type=int, default=2000 if name in ("divergence", "scores") else 1000,
+        q.add_argument("--max-samples", type=int, default={"divergence": 2000, "scores": 2000, "cka": 500}.get(name, 1000),
                        help="samples per set (drawn with --seed)")
         q.add_argument("--seed", type=int, default=0)
         if name == "divergence":

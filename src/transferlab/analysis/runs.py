@@ -192,6 +192,69 @@ def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *,
     return {"candidates": rows, "correlation": correlation, "n_candidates": len(rows)}
 
 
+# --- representation similarity ----------------------------------------------------------------
+
+
+@torch.no_grad()
+def layer_activations(experiment, dataset: ArrayDataset, domain: str = "target") -> dict[str, np.ndarray]:
+    """Each encoder layer's output (flattened per sample) on ``dataset``; layers as in
+    :func:`transferlab.models.layers.encoder_layers`, named by their last module."""
+    from ..models.layers import encoder_layers
+
+    method = experiment.method
+    encoder = method.target_encoder if domain == "target" and hasattr(method, "target_encoder") and \
+        bool(getattr(method, "adapted", False)) else method.encoder
+    names = [layer[-1] for layer in encoder_layers(encoder)]
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    hooks = [encoder.get_submodule(name).register_forward_hook(
+        lambda module, args, out, name=name: outputs[name].append(out.detach().float().flatten(1).cpu()))
+        for name in names]
+    was_training = method.training
+    method.eval()
+    try:
+        for batch in iterate_batches(dataset, 512, device=next(method.parameters()).device, transform=experiment.transform):
+            encoder(batch.x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        method.train(was_training)
+    return {name: torch.cat(parts).numpy() for name, parts in outputs.items()}
+
+
+def cka_report(run_a: str | Path, run_b: str | Path, *, data_root: str | Path | None = None, max_samples: int = 500,
+               seed: int = 0) -> dict[str, Any]:
+    """Linear CKA between every layer of run A's encoder and every layer of run B's, on the same
+    inputs: run A's test set (its target domain's test part). Shows which layers adaptation or
+    fine-tuning changed (low CKA on the diagonal) and which stayed (near 1)."""
+    from ..experiment import load_run
+    from .similarity import linear_cka
+
+    a, b = load_run(run_a, data_root), load_run(run_b, data_root)
+    data = a.test if a.test is not None else a.source
+    data = sample(data, max_samples, seed)
+    acts_a, acts_b = layer_activations(a, data), layer_activations(b, data)
+    matrix = [[linear_cka(xa, xb) for xb in acts_b.values()] for xa in acts_a.values()]
+    return {"run_a": str(run_a), "run_b": str(run_b), "layers_a": list(acts_a), "layers_b": list(acts_b),
+            "cka": matrix, "n_samples": len(data), "data": f"{data.name}/{data.part}"}
+
+
+def plot_cka(report: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    m = np.asarray(report["cka"])
+    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * m.shape[1], 1.2 + 0.6 * m.shape[0]), dpi=120)
+    image = ax.imshow(m, vmin=0, vmax=1, cmap="magma")
+    ax.set_xticks(range(m.shape[1]), report["layers_b"], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(m.shape[0]), report["layers_a"], fontsize=7)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if m[i, j] < 0.6 else "black")
+    ax.set_ylabel("/".join(Path(report["run_a"]).parts[-2:]), fontsize=8)
+    ax.set_xlabel("/".join(Path(report["run_b"]).parts[-2:]), fontsize=8)
+    fig.colorbar(image, ax=ax, label="linear CKA")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 # --- Task2Vec --------------------------------------------------------------------------------------
 
 

@@ -26,8 +26,13 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     if len(a) != len(b):
         raise DataError(f"x has {len(a)} rows but y has {len(b)}; rows must be the same examples in both")
     a, b = a - a.mean(axis=0), b - b.mean(axis=0)
-    norm_a, norm_b = np.linalg.norm(a.T @ a), np.linalg.norm(b.T @ b)
+    if max(a.shape[1], b.shape[1]) > len(a):  # wide (e.g. flattened conv maps): the n×n Gram form is cheaper
+        k, l = a @ a.T, b @ b.T  # ‖YᵀX‖² = tr(KL), ‖XᵀX‖ = ‖K‖, ‖YᵀY‖ = ‖L‖
+        norm_a, norm_b, cross = np.linalg.norm(k), np.linalg.norm(l), float(np.sum(k * l))
+    else:
+        norm_a, norm_b = np.linalg.norm(a.T @ a), np.linalg.norm(b.T @ b)
+        cross = float(np.linalg.norm(b.T @ a) ** 2)
     if norm_a == 0 or norm_b == 0:
         raise DataError(f"{'x' if norm_a == 0 else 'y'} is constant over the examples, so CKA is undefined; "
                         "pass representations that vary across examples")
-    return float(np.linalg.norm(b.T @ a) ** 2 / (norm_a * norm_b))
+    return float(cross / (norm_a * norm_b))
