@@ -187,3 +187,18 @@ def test_cka_between_the_layers_of_two_runs(da_runs, tmp_path, capsys):
     assert (tmp_path / "pair" / "cka.png").stat().st_size > 5_000
     assert cli(["analyze", "cka", str(da_runs[0]), "--out", str(tmp_path / "one")]) == 2
     assert "compares two runs" in capsys.readouterr().err
+
+
+def test_transfer_check_flags_against_source_only_and_target_scratch(da_runs, tmp_path, capsys):
+    assert cli(["analyze", "transfer", *map(str, da_runs), "--labels-per-class", "2", "--seeds", "0",
+                "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "transfer.json").read_text())
+    methods = report["methods"]
+    assert set(methods) == {"source_only", "dann", "target_scratch_2"}
+    dann, source_only, own = methods["dann"], methods["source_only"], methods["target_scratch_2"]
+    assert dann["gain_vs_source_only"] == pytest.approx(dann["mean"] - source_only["mean"])
+    assert dann["negative_transfer"] == (dann["gain_vs_source_only"] < -(dann["std"] + source_only["std"]))
+    assert source_only["negative_transfer"] == (source_only["mean"] - own["mean"] < -(source_only["std"] + own["std"]))
+    assert (tmp_path / "runs" / "target_scratch_seed0" / "result.json").is_file()
+    assert cli(["analyze", "transfer", str(da_runs[1]), "--seeds", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "include the task's source_only runs" in capsys.readouterr().err

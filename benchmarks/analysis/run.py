@@ -11,6 +11,8 @@
               training from scratch, USPS with 10 labels per class, 3 seeds
   layers      Yosinski et al.'s AnB/BnB(+) curves, MNIST digits 0-4 (A) vs 5-9 (B), LeNet, 3 seeds
   task2vec    Task2Vec distances between digit, photo and X-ray tasks with a SimCLR-pretrained LeNet probe
+  transfer    negative-transfer check: every method vs source-only vs a target-only LeNet trained on
+              10 labelled target images per class (3 seeds), on both digits tasks
   cka         linear CKA layer by layer: source-only vs DANN (MNIST->USPS, seed 0), and a fine-tuned
               encoder (USPS, k = 10) vs the SimCLR encoder it started from
 
@@ -49,7 +51,7 @@ def cli(*args: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["divergence", "features", "scores", "landscape", "layers", "task2vec", "cka"])
+    parser.add_argument("--parts", nargs="+", default=["divergence", "features", "scores", "landscape", "layers", "task2vec", "cka", "transfer"])
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--aggregate-only", action="store_true")
     args = parser.parse_args()
@@ -104,6 +106,10 @@ def main() -> None:
             finetuned = OUT / "landscape" / "finetune_seed0"  # made by the landscape part
             cli("analyze", "cka", str(finetuned), str(SELFTAUGHT / "mnist_usps" / "simclr" / "seed0"),
                 "--out", str(OUT / "cka" / "finetuned_vs_pretrained"))
+        if "transfer" in args.parts:
+            for task in TASKS:
+                runs = sorted(str(p.parent) for p in (DIGITS / task).glob("*/seed*/model.safetensors"))
+                cli("analyze", "transfer", *runs, "--out", str(OUT / "transfer" / task))
         with open(OUT / "command.txt", "a") as handle:  # every invocation that contributed, in order
             handle.write(this_command() + "\n")
     aggregate()
@@ -183,6 +189,17 @@ def aggregate() -> None:
                                     "metric": "task2vec_distance", "mean": round(report["distances"][i][j], 4),
                                     "std": 0.0, "n_seeds": 1, "device": "Intel Xeon CPU, 1 thread", **base})
         (HERE / "task2vec.png").write_bytes((OUT / "task2vec" / "task2vec.png").read_bytes())
+    for task, name in TASKS.items():
+        path = OUT / "transfer" / task / "transfer.json"
+        if path.is_file():
+            report = json.loads(path.read_text())
+            for method, row in report["methods"].items():
+                records.append({"task": f"{name} (negative-transfer check)", "method": method, "metric": "target_acc",
+                                "mean": round(row["mean"], 2), "std": round(row["std"], 2), "n_seeds": len(row["values"]),
+                                "values": row["values"], "negative_transfer": row.get("negative_transfer"),
+                                "gain_vs_source_only": row.get("gain_vs_source_only"),
+                                "gain_vs_target_scratch": row.get("gain_vs_target_scratch"),
+                                "device": "Intel Xeon CPU, 1 thread", **base})
     for pair in ("source_only_vs_dann", "finetuned_vs_pretrained"):
         path = OUT / "cka" / pair / "cka.json"
         if path.is_file():

@@ -150,6 +150,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(_table(rows, ["condition"] + [f"n={n}" for n in range(1, report["n_layers"] + 1)]))
         print(f"baseA {report['baseA']['mean']:.1f}, baseB {report['baseB']['mean']:.1f}; "
               f"layers: {', '.join(report['layers'])}\nwritten: {out / 'layers.json'}, {out / 'layers.png'}")
+    elif args.analysis == "transfer":
+        report = analysis.transfer_check(args.runs, labels_per_class=args.labels_per_class, seeds=args.seeds,
+                                         data_root=args.data_root, out_dir=out / "runs")
+        analysis.write_json(out / "transfer.json", report)
+        rows = [[name, f"{r['mean']:.1f} ± {r['std']:.1f}", len(r["values"]),
+                 "NEGATIVE TRANSFER" if r.get("negative_transfer") else ""] for name, r in report["methods"].items()]
+        print(f"{report['task']}: target test accuracy %")
+        print(_table(rows, ["method", "acc", "runs", "flag"]))
+        print(f"\nwritten: {out / 'transfer.json'}")
     elif args.analysis == "cka":
         if len(args.runs) != 2:
             from .errors import ConfigError
@@ -311,13 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
                        ("features", "t-SNE of source and target features, by domain and by class"),
                        ("scores", "LogME/H-score/TransRate of candidate pretrained runs vs their fine-tuned accuracy"),
                        ("landscape", "loss from initialisation to solution, 2-D filter-normalised slice, sharpness"),
-                       ("cka", "linear CKA between every layer of two runs' encoders, on run A's test data")):
+                       ("cka", "linear CKA between every layer of two runs' encoders, on run A's test data"),
+                       ("transfer", "negative-transfer check: adapted vs source-only vs training on a few target labels")):
         q = asub.add_parser(name, help=text)
         q.add_argument("runs", nargs="+", help="finished run folders")
         q.add_argument("--out", required=True, help="folder for the JSON and PNG files")
         q.add_argument("--max-samples", type=int, default={"divergence": 2000, "scores": 2000, "cka": 500}.get(name, 1000),
                        help="samples per set (drawn with --seed)")
         q.add_argument("--seed", type=int, default=0)
+        if name == "transfer":
+            q.add_argument("--labels-per-class", type=int, default=10, help="target labels for the target-scratch baseline")
+            q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="target-scratch seeds")
         if name == "divergence":
             q.add_argument("--classifier", choices=["linear", "mlp"], default="linear", help="the domain classifier")
         if name == "scores":

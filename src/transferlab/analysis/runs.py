@@ -192,6 +192,67 @@ def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *,
     return {"candidates": rows, "correlation": correlation, "n_candidates": len(rows)}
 
 
+# --- negative transfer ----------------------------------------------------------------------------
+
+
+def transfer_check(runs: Sequence[str | Path], *, labels_per_class: int = 10, seeds: Sequence[int] = (0, 1, 2),
+                   data_root: str | Path | None = None, out_dir: Path | None = None, log=print) -> dict[str, Any]:
+    """Adapted vs source-only vs target-scratch on one task. ``runs`` are finished domain adaptation
+    runs of one task (any methods, including ``source_only``); target-scratch trains the same model
+    with ``supervised`` on ``labels_per_class`` labelled target samples per class (the cost of
+    labelling a few target images instead of transferring), one run per seed. Flags negative transfer:
+    a method below source-only, or source-only below target-scratch, by more than the two standard
+    deviations combined."""
+    import statistics
+
+    from ..config import validate
+    from ..experiment import train
+    from ..protocol import read_run_config
+
+    def summary(values: list[float]) -> dict[str, Any]:
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values}
+
+    by_method: dict[str, list[float]] = {}
+    tasks = set()
+    for run in runs:
+        config = read_run_config(run)
+        if config.data.target is None:
+            raise TransferlabError(f"{run} is not a domain adaptation run (no data.target)")
+        tasks.add((config.data.source.name, config.data.target.name))
+        result = json.loads((Path(run) / "result.json").read_text())
+        by_method.setdefault(config.method_config().name, []).append(result["target_test/acc"])
+    if len(tasks) != 1:
+        raise TransferlabError(f"the runs belong to different tasks {sorted(tasks)}; compare one task at a time")
+    if "source_only" not in by_method:
+        raise TransferlabError("include the task's source_only runs: negative transfer is judged against them")
+    reference = read_run_config(runs[0]).to_dict()
+    scratch = []
+    for seed in seeds:
+        raw = {**reference, "seed": seed, "method": {"name": "supervised"}}
+        target = reference["data"]["target"]
+        raw["data"] = {**reference["data"], "source": {**target, "labels_per_class": labels_per_class},
+                       "target": None, "test": reference["data"]["test"] or {**target, "part": "test"}}
+        raw["train"] = {**reference["train"], "iterations": 500, "eval_every": 0, "checkpoint_every": 0}
+        raw["data"]["batch_size"] = min(reference["data"]["batch_size"], 64)
+        out = out_dir / f"target_scratch_seed{seed}" if out_dir is not None else None
+        result = train(validate(raw), out, data_root=data_root, overwrite=True, progress=False)
+        log(f"  target-scratch ({labels_per_class} labels/class) seed {seed}: {result['target_test/acc']:.1f}%")
+        scratch.append(result["target_test/acc"])
+    rows = {name: summary(values) for name, values in by_method.items()}
+    rows[f"target_scratch_{labels_per_class}"] = summary(scratch)
+    base, own = rows["source_only"], rows[f"target_scratch_{labels_per_class}"]
+    for name, row in rows.items():
+        if name not in ("source_only", f"target_scratch_{labels_per_class}"):
+            row["gain_vs_source_only"] = row["mean"] - base["mean"]
+            row["negative_transfer"] = row["gain_vs_source_only"] < -(row["std"] + base["std"])
+    base["gain_vs_target_scratch"] = base["mean"] - own["mean"]
+    base["negative_transfer"] = base["gain_vs_target_scratch"] < -(base["std"] + own["std"])
+    (source, target), = tasks
+    return {"task": f"{source}->{target}", "labels_per_class": labels_per_class, "methods": rows,
+            "note": "target-scratch uses target labels: it is the alternative to transfer, not a method"}
+
+
 # --- representation similarity ----------------------------------------------------------------
 
 
