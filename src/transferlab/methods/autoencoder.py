@@ -28,6 +28,8 @@ from .base import METHODS, Method, MethodConfig
 
 @METHODS.register("autoencoder")
 class Autoencoder(Method):
+    """Reconstruct unlabelled inputs through a sigmoid code layer: ½‖x̂ − x‖² (Raina et al. 2007)."""
+
     inputs = {"source": False}
 
     class Config(MethodConfig):

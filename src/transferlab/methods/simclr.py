@@ -26,6 +26,8 @@ from .base import METHODS, Method, MethodConfig
 
 @METHODS.register("simclr")
 class SimCLR(Method):
+    """NT-Xent between projections of two random views of each unlabelled image (Chen et al. 2020)."""
+
     inputs = {"source": False}
 
     class Config(MethodConfig):

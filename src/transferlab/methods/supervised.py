@@ -53,5 +53,6 @@ class LinearProbe(Supervised):
 
 @METHODS.register("source_only")
 class SourceOnly(Supervised):
-    """Source only: train on labelled source data, apply to the target unchanged (the no-adaptation
-    baseline of domain adaptation). The target set is used only for evaluation."""
+    """Source only: the no-adaptation baseline (train on the labelled source, test on the target).
+
+    The target set is used only for evaluation."""
