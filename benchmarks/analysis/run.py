@@ -165,7 +165,7 @@ def aggregate() -> None:
                                    ("train_loss", [i["slice_center_loss"] for i in infos])):
                 mean, std = _summary(values)
                 records.append({"task": "usps, 10 labels/class (SimCLR-pretrained on MNIST vs scratch)",
-                                "method": strategy, "metric": metric, "mean": round(mean, 5), "std": round(std, 5),
+                                "method": strategy, "metric": metric, "mean": mean, "std": std,
                                 "n_seeds": len(values), "values": values, "radius": 0.1,
                                 "device": "Intel Xeon CPU, 1 thread", **base})
     layers = OUT / "layers" / "layers.json"
@@ -222,7 +222,7 @@ def aggregate() -> None:
             plot_all_divergence(task)
     header = "| task | method | metric | mean ± std | seeds/runs |\n|---|---|---|---|---|"
     write_results(HERE, records, header, lambda r: [r["task"], r["method"], r["metric"],
-                                                    f"{r['mean']:.3f} ± {r['std']:.3f}", r["n_seeds"]])
+                                                    f"{r['mean']:.4g} ± {r['std']:.2g}", r["n_seeds"]])
     print((HERE / "results.md").read_text())
 
 
