@@ -159,21 +159,26 @@ def feature_map(run_dir: str | Path, path: Path, *, data_root: str | Path | None
 
 def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *, data_root: str | Path | None = None,
                      max_samples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Score each candidate run's encoder on the target task of the first run's ``transfer:`` section
+    """Score each candidate run's encoder on the target task of the runs' (common) ``transfer:`` section
     (its labelled training set), and correlate every score with the fine-tuned ``accuracies``.
 
-    LogME, H-score and TransRate use the encoder's features; LEEP and NCE need the candidate's own
-    classifier and are computed only when every candidate has one.
+    LogME, H-score and TransRate use the encoder's features. LEEP and NCE (in :mod:`.scores`) need a
+    source classifier, which self-supervised candidates do not have, so they are not computed here.
     """
     from ..experiment import build
     from ..protocol import read_run_config, transfer_config
-    from .scores import h_score, leep, logme, nce, transrate, weighted_kendall_tau
+    from .scores import h_score, logme, transrate, weighted_kendall_tau
 
     if len(runs) != len(accuracies) or len(runs) < 3:
         raise TransferlabError(f"need one accuracy per candidate and at least 3 candidates; got {len(runs)} runs and "
                                f"{len(accuracies)} accuracies")
     from scipy.stats import kendalltau
 
+    tasks = {json.dumps(read_run_config(run).transfer.model_dump(mode="json", include={"train"}), sort_keys=True)
+             if read_run_config(run).transfer else None for run in runs}
+    if len(tasks) != 1:
+        raise TransferlabError("the candidates transfer to different tasks (their transfer.train differs); scores "
+                               "are compared on one target task")
     rows = []
     for run, accuracy in zip(runs, accuracies):
         config = transfer_config(run, "finetune", "all", seed, data_root=data_root)
@@ -188,7 +193,6 @@ def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *,
         scores = [r[key] for r in rows]
         correlation[key] = {"weighted_kendall_tau": weighted_kendall_tau(scores, accuracies),
                             "kendall_tau": float(kendalltau(scores, accuracies).statistic)}
-    _ = (leep, nce)  # need source classifiers; pretrained encoders from self-supervision have none
     return {"candidates": rows, "correlation": correlation, "n_candidates": len(rows)}
 
 
