@@ -46,7 +46,8 @@ def test_feature_map_and_landscape(da_runs, tmp_path):
     line = dict(zip(np.round(info["alphas"], 3), info["interpolation_loss"]))
     assert line[1.0] < line[0.0]  # the trained weights fit the training data better than the initialisation
     assert info["slice_center_loss"] == pytest.approx(line[1.0], rel=1e-4)  # the slice is centred on the solution
-    assert info["sharpness"] == pytest.approx(info["sharpness"]) and (tmp_path / "landscape_source_only.png").is_file()
+    assert np.isfinite(info["sharpness"]) and info["sharpness"] > 0  # the loss rises around a trained solution
+    assert (tmp_path / "landscape_source_only.png").is_file()
 
 
 def test_scores_need_accuracies_and_enough_candidates(da_runs, tmp_path, capsys):
