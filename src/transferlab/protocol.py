@@ -14,6 +14,7 @@ keeps one JSON line per finished cell and skips finished cells when run again.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -47,10 +48,18 @@ def _input_size(config: Config, data_root: str | Path | None) -> int | None:
         return config.data.image_size
     from . import data as tl_data
 
-    info = tl_data.DATASETS.get(config.data.source.name)
-    if info.kind != "image":
+    if tl_data.DATASETS.get(config.data.source.name).kind != "image":
         return None
-    return int(tl_data.load(config.data.source.name, config.data.source.part, data_root or config.data.root).x.shape[1])
+    root = data_root or config.data.root
+    return _stored_size(config.data.source.name, config.data.source.part, str(root) if root is not None else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _stored_size(name: str, part: str, root: str | None) -> int:
+    """The stored image side of a dataset part (loaded once per process: every grid cell asks)."""
+    from . import data as tl_data
+
+    return int(tl_data.load(name, part, root).x.shape[1])
 
 
 def transfer_config(run_dir: str | Path, strategy: str, labels_per_class: Labels, seed: int = 0,

@@ -174,17 +174,17 @@ def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *,
                                f"{len(accuracies)} accuracies")
     from scipy.stats import kendalltau
 
-    tasks = {json.dumps(read_run_config(run).transfer.model_dump(mode="json", include={"train"}), sort_keys=True)
-             if read_run_config(run).transfer else None for run in runs}
+    configs = [read_run_config(run) for run in runs]
+    tasks = {json.dumps(c.transfer.train.model_dump(mode="json"), sort_keys=True) if c.transfer else None for c in configs}
     if len(tasks) != 1:
         raise TransferlabError("the candidates transfer to different tasks (their transfer.train differs); scores "
                                "are compared on one target task")
     rows = []
-    for run, accuracy in zip(runs, accuracies):
+    for run, pre, accuracy in zip(runs, configs, accuracies):
         config = transfer_config(run, "finetune", "all", seed, data_root=data_root)
         experiment = build(config, data_root)  # the candidate's encoder on the target task's data
         data = extract(experiment, sample(experiment.source, max_samples, seed))
-        row = {"run": str(run), "pretraining": read_run_config(run).method_config().name, "finetuned_acc": accuracy,
+        row = {"run": str(run), "pretraining": pre.method_config().name, "finetuned_acc": accuracy,
                "logme": logme(data["features"], data["labels"]), "h_score": h_score(data["features"], data["labels"]),
                "transrate": transrate(data["features"], data["labels"])}
         rows.append(row)
@@ -267,8 +267,7 @@ def layer_activations(experiment, dataset: ArrayDataset, domain: str = "target")
     from ..models.layers import encoder_layers
 
     method = experiment.method
-    encoder = method.target_encoder if domain == "target" and hasattr(method, "target_encoder") and \
-        bool(getattr(method, "adapted", False)) else method.encoder
+    encoder = method.encoder_for(domain)
     names = [layer[-1] for layer in encoder_layers(encoder)]
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     hooks = [encoder.get_submodule(name).register_forward_hook(

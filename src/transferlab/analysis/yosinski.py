@@ -52,7 +52,8 @@ def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: s
     out_dir.mkdir(parents=True, exist_ok=True)
     root = str(data_root) if data_root is not None else None
     configs = {task: load_config(path, list(overrides)) for task, path in (("A", config_a), ("B", config_b))}
-    n_layers = len(encoder_layers(build(configs["B"], data_root).method.encoder))
+    layers = encoder_layers(build(configs["B"], data_root).method.encoder)
+    n_layers = len(layers)
     done_path = out_dir / "cells.jsonl"
     done = {}
     if done_path.is_file():
@@ -94,7 +95,7 @@ def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: s
                 "values": values}
 
     report = {"task_a": str(config_a), "task_b": str(config_b), "n_layers": n_layers, "seeds": list(seeds),
-              "layers": ["+".join(layer) for layer in encoder_layers(build(configs["B"], data_root).method.encoder)],
+              "layers": ["+".join(layer) for layer in layers],
               "baseA": summary("baseA"), "baseB": summary("baseB"),
               "curves": {c: {n: summary(f"{c}|{n}") for n in range(1, n_layers + 1)} for c in CONDITIONS},
               "device": next(iter(done.values()))["device"]}

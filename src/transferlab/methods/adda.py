@@ -81,8 +81,8 @@ class ADDA(Method):
         ctx.backward_and_step(g_loss, "target_encoder")
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "domain_acc": domain_acc}
 
-    def representation(self, x, domain="source"):
-        return self.target_encoder(x) if domain == "target" and bool(self.adapted) else self.encoder(x)
+    def encoder_for(self, domain="source"):
+        return self.target_encoder if domain == "target" and bool(self.adapted) else self.encoder
 
     def predict_on(self, x, domain="target"):
         return self.head(self.representation(x, domain))

@@ -111,10 +111,14 @@ class Method(nn.Module):
         raise TransferlabError(f"{self.hparams.name} learns a representation and has no classifier: transfer its "
                                f"encoder (transferlab probe|finetune RUN)")
 
+    def encoder_for(self, domain: str = "source") -> nn.Module:
+        """The encoder that maps inputs from ``domain`` ("source" or "target"); methods with a separate
+        target encoder (ADDA) override it. Used by the diagnostics (A-distance, t-SNE, CKA)."""
+        return self.encoder
+
     def representation(self, x: Any, domain: str = "source") -> torch.Tensor:
-        """The features the classifier sees for inputs from ``domain`` ("source" or "target"); methods
-        with a separate target encoder (ADDA) override it. Used by the diagnostics (A-distance, t-SNE)."""
-        return self.encoder(x)
+        """The features the classifier sees for inputs from ``domain``."""
+        return self.encoder_for(domain)(x)
 
     def predict_on(self, x: Any, domain: str = "target") -> torch.Tensor:
         """Class logits for inputs from ``domain``: ``predict`` except for methods with a per-domain
