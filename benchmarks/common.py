@@ -13,23 +13,41 @@ import shlex
 import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REQUIRED = ("task", "method", "metric", "mean", "std", "n_seeds", "device", "command", "date")
 
 
-def run_parallel(commands: list[list[str]], parallel: int, threads: int, log_dir: Path) -> list[int]:
-    """Run CLI commands, ``parallel`` at a time, each limited to ``threads`` CPU threads; logs to log_dir."""
+def run_parallel(commands: list[list[str]], parallel: int, threads: int, log_dir: Path,
+                 deadline: float | None = None) -> list[int | None]:
+    """Run CLI commands, ``parallel`` at a time, each limited to ``threads`` CPU threads (0: as inherited);
+    logs to log_dir. At ``deadline`` (a ``time.monotonic()`` value) no further command starts and running
+    ones get SIGTERM, on which training writes a checkpoint and stops (``--resume`` continues it). Returns
+    each command's exit code, ``None`` for commands never started."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = dict(os.environ)
+    if threads > 0:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
     def one(item):
         index, cmd = item
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
         with open(log_dir / f"{index:03d}.log", "w") as log:
             log.write(shlex.join(cmd) + "\n")
             log.flush()
-            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                code = proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    code = proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    code = proc.wait()
         print(f"[{'ok' if code == 0 else f'exit {code}'}] {Path(cmd[4]).stem} {cmd[cmd.index('--set') + 1]}", flush=True)
         return code
 

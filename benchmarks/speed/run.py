@@ -54,7 +54,12 @@ DIGITS = {  # case -> (config, method name, extra overrides, stage label)
     "digits_adda_stage2": ("mnist_usps_adda.yaml", "adda", ["method.pretrain_fraction=0.0001"],
                            "stage 2 (adversarial; pretrain_fraction=0.0001 so it starts at step 1)"),
 }
-CASES = list(DIGITS) + ["resnet50_dann"]
+REFERENCES = {  # case -> what it is (benchmarks/speed/reference.py)
+    "ref_plain_dann": "reference: plain PyTorch loop, data resident on the device (not the library's engine)",
+    "ref_loader_dann": "reference: TLlib-style input pipeline re-created (PIL images, per-sample torchvision "
+                       "transforms, DataLoader with 2 workers), same step eager (not the library's engine)",
+}
+CASES = list(DIGITS) + ["resnet50_dann"] + list(REFERENCES)
 SYNTHETIC = "synthetic224"
 SYNTHETIC_DESCRIPTION = "benchmark-only: random uint8 224x224 RGB images, random labels (31 classes)"
 
@@ -165,6 +170,11 @@ def _dynamo_stats() -> dict:
 
 def worker(spec: dict) -> dict:
     import torch
+
+    if spec["case"] in REFERENCES:
+        from reference import worker as reference_worker
+
+        return reference_worker(spec)
 
     from transferlab.engine import device_description
     from transferlab.experiment import build
@@ -310,7 +320,7 @@ def main() -> None:
 
     plan, skipped = [], []
     for case in args.cases:
-        digits = case in DIGITS
+        digits = case in DIGITS or case in REFERENCES
         if digits:
             missing = [n for n in ("mnist", "usps") if "train" not in DATASETS.get(n).present_parts(data_root_arg)]
             if missing:
@@ -357,9 +367,10 @@ def _records(spec: dict, result: dict | None, error: str | None, command: str, n
              device_type: str) -> list[dict]:
     import torch
 
-    digits = spec["case"] in DIGITS
-    stage = DIGITS[spec["case"]][3] if digits else None
-    notes = []
+    reference = REFERENCES.get(spec["case"])
+    digits = spec["case"] in DIGITS or reference is not None
+    stage = DIGITS[spec["case"]][3] if spec["case"] in DIGITS else None
+    notes = [reference] if reference else []
     if not digits:
         notes.append(f"synthetic data: {spec['synthetic_n']} random 224x224 RGB images per domain, 31 classes; "
                      "ResNet-50 from scratch (no pretrained weights)")
@@ -379,7 +390,8 @@ def _records(spec: dict, result: dict | None, error: str | None, command: str, n
         notes.append(note)
     base = {
         "task": "mnist->usps" if digits else f"{SYNTHETIC}->{SYNTHETIC}",
-        "method": DIGITS[spec["case"]][1] if digits else "dann",
+        "method": DIGITS[spec["case"]][1] if spec["case"] in DIGITS else "dann",
+        "implementation": "reference" if reference else "transferlab engine",
         "case": spec["case"], "stage": stage, "n_seeds": 1,
         "device": result["device"] if result else device_type, "device_type": device_type,
         "command": command, "date": today(), "precision": spec["precision"], "compile": spec["compile"],

@@ -69,7 +69,20 @@ def optimizer_config(base: OptimConfig, overrides: dict[str, Any]) -> OptimConfi
         raise ConfigError(format_validation_error(exc, OptimConfig, prefix="optimizer override")) from None
 
 
-def build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: Callable[[nn.Parameter], float]) -> torch.optim.Optimizer:
+def build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: Callable[[nn.Parameter], float],
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer a method asked for. ``fused=True`` (the trainer passes it on CUDA) takes PyTorch's fused
+    single-kernel implementation, falling back to the multi-tensor (foreach) one where it is unavailable."""
+    if fused:
+        try:
+            return _build_optimizer(request, base, lr_scale_for, {"fused": True})
+        except (RuntimeError, ValueError, TypeError):
+            pass
+    return _build_optimizer(request, base, lr_scale_for, {})
+
+
+def _build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: Callable[[nn.Parameter], float],
+                     extra: dict[str, Any]) -> torch.optim.Optimizer:
     cfg = optimizer_config(base, request.overrides)
     groups = []
     for params, scale in request.groups:
@@ -80,9 +93,9 @@ def build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: 
         groups += [{"params": ps, "lr": cfg.lr * s, "initial_lr": cfg.lr * s} for s, ps in by_scale.items()]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+                               weight_decay=cfg.weight_decay, **extra)
     optimizer_cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return optimizer_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return optimizer_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **extra)
 
 
 def lr_schedule(cfg: OptimConfig) -> Schedule:
@@ -218,7 +231,8 @@ class Trainer:
                            for p in m.parameters()}
         requests = method.optimizers()
         self.optimizers = {
-            name: build_optimizer(req, self.optim_cfg, lambda p: backbone_lr_scale if id(p) in backbone_params else 1.0)
+            name: build_optimizer(req, self.optim_cfg, lambda p: backbone_lr_scale if id(p) in backbone_params else 1.0,
+                                  fused=self.device.type == "cuda")
             for name, req in requests.items()
         }
         # Each optimizer anneals by its own schedule (a method may override it, e.g. ADDA's constant-lr Adam).
@@ -226,6 +240,7 @@ class Trainer:
                              for name, req in requests.items()}
         self._params_of = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
         self.autocast_dtype = torch.bfloat16 if self.cfg.precision == "bf16" else None
+        self._cuda_graphs = self.cfg.compile == "reduce-overhead" and self.device.type == "cuda"
         if self.cfg.compile != "none":
             for child in self.method.children():
                 child.compile(mode=None if self.cfg.compile == "default" else self.cfg.compile)
@@ -337,7 +352,12 @@ class Trainer:
         self.method.load_state_dict(load_tensors(path / "model.safetensors"))
         optim_tensors = load_tensors(path / "optimizers.safetensors")
         for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(unflatten_optimizer(name, optim_tensors, state["optimizers"][name]))
+            saved = unflatten_optimizer(name, optim_tensors, state["optimizers"][name])
+            for group, current in zip(saved["param_groups"], optimizer.param_groups):
+                for key in ("fused", "foreach", "capturable"):  # how to step is this machine's choice, not the file's
+                    if key in current:
+                        group[key] = current[key]
+            optimizer.load_state_dict(saved)
         for name, stream in self.streams.items():
             stream.load_state_dict(state["streams"][name])
         rng = load_tensors(path / "rng.safetensors")
@@ -412,6 +432,8 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
             ctx = _Context(self, self.step, total, progress)
+            if self._cuda_graphs:  # a new step: CUDA-graph outputs of the last one may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             batches = [next(stream) for stream in self.streams.values()]
             with self._autocast():
                 losses = self.method.update(*batches, ctx)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Everything one lent GPU session (15 minutes of device time) does, in one prepared command:
+#   1. the speed benchmark (benchmarks/speed/run.py): references and library cases, fresh process each;
+#   2. the digits benchmark, full protocol (benchmarks/digits/run.py), N runs at once, until a deadline;
+#      unfinished runs are stopped with SIGTERM and simply start again in a later session.
+# Results land in $OUT (speed.json/.md, digits_runs.tgz, logs). Data: the prepared mnist, usps and
+# mnist_m folders copied into an ignored .devdata/ (../shared does not travel); packages the device
+# image lacks (pydantic) as wheels in .whl/. Run from the repository root:
+#   OUT=/tmp/out TOTAL=570 bash benchmarks/gpu_session.sh
+set -u
+T0=$(date +%s)
+TOTAL=${TOTAL:-575}          # seconds this script may take in all
+SPEED_BUDGET=${SPEED_BUDGET:-260}
+PARALLEL=${PARALLEL:-14}
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFERLAB_DATA=$PWD/.devdata
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}       # DEVICE=cpu NO_WHEELS=1 PY=.venv/bin/python ... : a quick dry run on a CPU machine
+STEPS=${STEPS:-300}; WARMUP=${WARMUP:-30}; RESNET_STEPS=${RESNET_STEPS:-40}; RESNET_WARMUP=${RESNET_WARMUP:-8}
+if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src
+fi
+elapsed() { echo $(( $(date +%s) - T0 )); }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee "$OUT/gpu.txt"
+$PY -c "import os, torch, transferlab, pydantic; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU', 'cpus', os.cpu_count())" 2>&1 | tee -a "$OUT/gpu.txt"
+
+# --- 1. speed -----------------------------------------------------------------------------------
+SPEED_END=$(( T0 + SPEED_BUDGET ))
+speed() {  # speed CASES... -- extra args; skipped once the speed budget is spent
+  local left=$(( SPEED_END - $(date +%s) ))
+  if [ "$left" -lt 20 ]; then echo "speed budget spent; skipping: $*"; return; fi
+  timeout "$left" $PY benchmarks/speed/run.py --device "$DEVICE" --data-root "$TRANSFERLAB_DATA" --out "$OUT/speed.json" \
+    --merge --steps "$STEPS" --warmup "$WARMUP" --windows 5 --resnet-steps "$RESNET_STEPS" --resnet-warmup "$RESNET_WARMUP" \
+    --case-timeout 150 "$@" 2>&1 \
+    | grep -v "^|" | tee -a "$OUT/speed.log"
+}
+speed --cases ref_plain_dann digits_dann --compile none
+speed --cases resnet50_dann --precision fp32 bf16 --compile none
+speed --cases ref_loader_dann --compile none
+speed --cases digits_cdan_e digits_mcd digits_adda_stage1 digits_adda_stage2 --compile none
+speed --cases ref_plain_dann digits_dann --compile reduce-overhead --case-timeout 100
+echo "speed done at $(elapsed) s"
+
+# --- 2. digits benchmark, full protocol ---------------------------------------------------------
+MPS=off
+if command -v nvidia-cuda-mps-control >/dev/null; then  # lets the parallel runs' small kernels overlap
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+  if nvidia-cuda-mps-control -d && timeout 40 $PY -c "import torch; assert torch.ones(4, device='cuda').sum().item() == 4"; then
+    MPS=on
+  else
+    echo quit | nvidia-cuda-mps-control 2>/dev/null; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+  fi
+fi
+echo "MPS: $MPS" | tee -a "$OUT/gpu.txt"
+LEFT=$(( T0 + TOTAL - 25 - $(date +%s) ))
+if [ "$LEFT" -gt 30 ]; then
+  $PY benchmarks/digits/run.py --tasks mnist_usps usps_mnist mnist_mnist_m --seeds 0 1 2 --parallel "$PARALLEL" \
+    --threads 1 --data-root "$TRANSFERLAB_DATA" --runs runs/bench_digits_gpu --time-limit "$LEFT" ${DIGITS_ARGS:-} 2>&1 \
+    | tee "$OUT/digits.log"
+fi
+[ "$MPS" = on ] && (echo quit | nvidia-cuda-mps-control)
+# finished and stopped runs, without weights (a stopped run restarts from scratch next time)
+tar czf "$OUT/digits_runs.tgz" --exclude=checkpoints --exclude=model.safetensors runs/bench_digits_gpu 2>/dev/null
+echo "all done at $(elapsed) s"
