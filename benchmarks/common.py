@@ -48,7 +48,9 @@ def run_parallel(commands: list[list[str]], parallel: int, threads: int, log_dir
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     code = proc.wait()
-        print(f"[{'ok' if code == 0 else f'exit {code}'}] {Path(cmd[4]).stem} {cmd[cmd.index('--set') + 1]}", flush=True)
+        config = next((Path(a).stem for a in cmd if a.endswith(".yaml")), shlex.join(cmd)[:60])
+        seed = next((a for a in cmd if a.startswith("seed=")), "")
+        print(f"[{'ok' if code == 0 else f'exit {code}'}] {config} {seed}", flush=True)
         return code
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:

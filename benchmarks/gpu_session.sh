@@ -60,10 +60,15 @@ echo "MPS: $MPS" | tee -a "$OUT/gpu.txt"
 LEFT=$(( T0 + TOTAL - 25 - $(date +%s) ))
 if [ "$LEFT" -gt 30 ]; then
   $PY benchmarks/digits/run.py --tasks mnist_usps usps_mnist mnist_mnist_m --seeds 0 1 2 --parallel "$PARALLEL" \
-    --threads 1 --data-root "$TRANSFERLAB_DATA" --runs runs/bench_digits_gpu --time-limit "$LEFT" ${DIGITS_ARGS:-} 2>&1 \
+    --threads 1 --data-root "$TRANSFERLAB_DATA" --runs runs/bench_digits_gpu --results runs/bench_digits_gpu --time-limit "$LEFT" ${DIGITS_ARGS:-} 2>&1 \
     | tee "$OUT/digits.log"
 fi
 [ "$MPS" = on ] && (echo quit | nvidia-cuda-mps-control)
-# finished and stopped runs, without weights (a stopped run restarts from scratch next time)
-tar czf "$OUT/digits_runs.tgz" --exclude=checkpoints --exclude=model.safetensors runs/bench_digits_gpu 2>/dev/null
+# finished runs without weights; stopped runs with their checkpoints (the next session resumes them) when
+# that fits one returned file (16 MiB), else without (they restart from scratch)
+find runs/bench_digits_gpu -name result.json -printf '%h/checkpoints\n' > /tmp/finished_checkpoints 2>/dev/null
+tar czf "$OUT/digits_runs.tgz" --exclude=model.safetensors -X /tmp/finished_checkpoints runs/bench_digits_gpu 2>/dev/null
+if [ "$(stat -c %s "$OUT/digits_runs.tgz" 2>/dev/null || echo 0)" -gt 15000000 ]; then
+  tar czf "$OUT/digits_runs.tgz" --exclude=checkpoints --exclude=model.safetensors runs/bench_digits_gpu 2>/dev/null
+fi
 echo "all done at $(elapsed) s"

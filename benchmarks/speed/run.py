@@ -289,6 +289,13 @@ def main() -> None:
     parser.add_argument("--aggregate", nargs="+", metavar="RESULTS_JSON",
                         help="measure nothing: merge these results files into --out (same case/precision/compile/"
                              "device/metric: the later file wins) and rewrite results.md, e.g. to add GPU figures")
+    parser.add_argument("--sweep", metavar="RUNS_DIR",
+                        help="measure nothing: add the whole-card throughput of a digits benchmark invocation "
+                             "(benchmarks/digits/run.py --parallel N): images trained by all its runs, finished or "
+                             "stopped, over its wall time (RUNS_DIR/sweep.json, or --sweep-wall-s)")
+    parser.add_argument("--sweep-wall-s", type=float, help="wall time of the sweep, when sweep.json is absent")
+    parser.add_argument("--sweep-parallel", type=int, help="runs at a time in the sweep, when sweep.json is absent")
+    parser.add_argument("--sweep-note", default="", help="how the sweep ran (e.g. 'CUDA MPS on')")
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -298,6 +305,11 @@ def main() -> None:
         return
 
     out = Path(args.out)
+    if args.sweep:
+        record = sweep_record(Path(args.sweep), args.sweep_wall_s, args.sweep_note, args.sweep_parallel)
+        _write(out, json.loads(out.read_text()) if out.is_file() else [], [record], [])
+        print(out.with_suffix(".md").read_text())
+        return
     if args.aggregate:
         merged = json.loads(out.read_text()) if out.is_file() else []
         for path in args.aggregate:
@@ -419,6 +431,50 @@ def _records(spec: dict, result: dict | None, error: str | None, command: str, n
     return out
 
 
+def sweep_record(runs: Path, wall_s: float | None, note: str, parallel: int | None = None) -> dict:
+    """Whole-card throughput of one parallel digits-benchmark invocation: 2·batch images per step, summed over
+    every run's steps (finished runs: result.json; stopped ones: the last step in metrics.jsonl), over the
+    invocation's wall time (process start-up, data loading and the tail with fewer runs included)."""
+    sweep = json.loads((runs / "sweep.json").read_text()) if (runs / "sweep.json").is_file() else {}
+    wall_s = wall_s or sweep.get("wall_s")
+    if not wall_s:
+        raise SystemExit(f"{runs}/sweep.json is missing: give --sweep-wall-s")
+    images, devices, n_runs, finished, tasks, methods = 0, set(), 0, 0, set(), set()
+    for config_path in sorted(runs.glob("*/*/seed*/config.json")):
+        run = config_path.parent
+        config = json.loads(config_path.read_text())
+        if (run / "result.json").is_file():
+            result = json.loads((run / "result.json").read_text())
+            steps, finished = result["step"], finished + 1
+            devices.add(result["device"])
+        else:
+            lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+                if (run / "metrics.jsonl").is_file() else []
+            steps = max((r["step"] for r in lines), default=0)
+        images += 2 * config["data"]["batch_size"] * steps
+        n_runs += 1
+        tasks.add(run.parts[-3])
+        methods.add(run.parts[-2])
+    if not n_runs:
+        raise SystemExit(f"no runs under {runs}")
+    import torch
+
+    parallel = parallel or sweep.get("parallel")
+    return {
+        "task": "+".join(sorted(tasks)), "method": "+".join(sorted(methods)), "case": "digits_sweep",
+        "implementation": "transferlab engine, parallel runs", "stage": None, "n_seeds": 1,
+        "device": " / ".join(sorted(devices)) or "unknown", "device_type": "cuda" if any("NVIDIA" in d for d in devices) else "cpu",
+        "command": this_command() + (f"  # sweep: {sweep['command']}" if sweep.get("command") else ""), "date": today(),
+        "precision": "fp32", "compile": "none", "batch_size": 128, "backbone": "lenet/dtn", "torch": torch.__version__,
+        "synthetic": False, "warmup_steps": 0, "timed_steps": None, "window_steps": [None], "warmup_s": None,
+        "metric": "imgs_per_s", "mean": round(images / wall_s, 1), "std": 0.0, "n_windows": 1,
+        "runs": n_runs, "runs_finished": finished, "parallel": parallel, "wall_s": wall_s, "images": images,
+        "note": (f"whole card: {n_runs} digits-benchmark runs ({finished} finished), "
+                 f"{parallel or '?'} at a time, {images:,} images in {wall_s:.0f} s wall (start-up and tail included)"
+                 + (f"; {note}" if note else "")),
+    }
+
+
 def _merge(previous: list[dict], records: list[dict]) -> list[dict]:
     fresh = {_key(r) for r in records}
     return [r for r in previous if _key(r) not in fresh] + records
@@ -435,14 +491,17 @@ def _write(out: Path, previous: list[dict], records: list[dict], skipped: list[t
         groups.setdefault((r["case"], r["device"], r["precision"], r["compile"]), {})[r["metric"]] = r
 
     def cells(r: dict) -> list:
-        head = [r["case"], r["device"], r["precision"], r["compile"], f"{r['batch_size']}+{r['batch_size']}"]
+        batch = f"{r['batch_size']}+{r['batch_size']}" if r.get("batch_size") else "—"
+        head = [r["case"], r["device"], r["precision"], r["compile"], batch]
         if r["mean"] is None:
             return head + ["failed", "—", "—", "—", r["note"]]
         group = groups[(r["case"], r["device"], r["precision"], r["compile"])]
         step, mem = group.get("step_ms", {}), group.get("peak_mem_mb", {})
         fmt = "{:,.0f}" if r["mean"] >= 100 else "{:.2f}"
-        return head + [f"{fmt.format(r['mean'])} ± {fmt.format(r['std'])}", f"{step.get('median', float('nan')):.1f}",
-                       f"{mem.get('mean', float('nan')):,.0f}", f"{r['n_windows']} × {r['window_steps'][0]}", r["note"]]
+        windows = f"{r['n_windows']} × {r['window_steps'][0]}" if (r.get("window_steps") or [None])[0] else "—"
+        return head + [f"{fmt.format(r['mean'])} ± {fmt.format(r['std'])}",
+                       f"{step['median']:.1f}" if "median" in step else "—",
+                       f"{mem['mean']:,.0f}" if "mean" in mem else "—", windows, r["note"]]
 
     header = ("| case | device | precision | compile | batch | img/s (mean ± std) | step ms (median) | peak MB | "
               "windows × steps | note |\n|---|---|---|---|---|---|---|---|---|---|")

@@ -97,6 +97,11 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = False
     """Use deterministic algorithms (bit-exact resume on CPU; slower on GPU)."""
+    cudnn_benchmark: bool = False
+    """On CUDA, let cuDNN time its convolution algorithms for each new input shape and keep the fastest (what
+    timm's and TLlib's scripts switch on). Off by default: the measured GPU figures were taken without it, and
+    the one run with it (ResNet-50 on a freshly started H100) spent over 45 s in warm-up. Ignored when
+    ``deterministic`` is set."""
 
 
 class TransferConfig(_Strict):

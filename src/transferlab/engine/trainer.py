@@ -195,6 +195,8 @@ class Trainer:
         if self.cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.cfg.cudnn_benchmark and not self.cfg.deterministic
         self.method = method.to(self.device)
         if getattr(transform, "channels_last", False):
             self.method.to(memory_format=torch.channels_last)
@@ -405,7 +407,10 @@ class Trainer:
                 f"the last good checkpoint is kept. Try a lower optim.lr, train.precision: fp32, or a smaller "
                 f"method trade_off."
             )
-        log.write({"step": self.step, "kind": "train", **means, **scalars})
+        # wall_s: seconds since this process's fit() began (throughput diagnosis; differs between a resumed
+        # and an uninterrupted run, unlike everything else in the record)
+        log.write({"step": self.step, "kind": "train", **means, **scalars,
+                   "wall_s": round(time.perf_counter() - self._fit_started, 3)})
         bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
 
     def _fit(self, stop_at: int | None, sigterm: _SigtermFlag) -> dict[str, Any]:
@@ -423,6 +428,7 @@ class Trainer:
         n_running = 0
         final_metrics: dict[str, float] | None = None  # evaluation at the last step, reused for the result
         started, start_step = time.perf_counter(), self.step
+        self._fit_started = started
         bar = tqdm(total=total, initial=self.step, disable=not (self.progress and self.is_main), desc="train",
                    dynamic_ncols=True, leave=False)
         while self.step < min(total, stop_at or total):

@@ -1,0 +1,75 @@
+"""The benchmark tooling: parallel launcher with a deadline, digits aggregation, whole-card throughput."""
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(path: Path, name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_parallel_stops_at_the_deadline(tmp_path):
+    common = load(BENCH / "common.py", "bench_common")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    quick = [sys.executable, "-c", "pass"]
+    started = time.monotonic()
+    codes = common.run_parallel([quick, sleeper, sleeper], 1, 1, tmp_path / "logs", deadline=time.monotonic() + 3)
+    assert time.monotonic() - started < 30, "the running command must be stopped at the deadline"
+    assert codes[0] == 0
+    assert codes[1] not in (0, None)  # terminated (SIGTERM)
+    assert codes[2] is None  # never started
+    assert (tmp_path / "logs" / "000.log").read_text().startswith(sys.executable)
+
+
+def fake_run(folder: Path, seed: int, acc: float | None, iterations: int, steps: int, device: str = "NVIDIA H100") -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"seed": seed, "train": {"iterations": iterations},
+                                                    "data": {"batch_size": 128}, "model": {"backbone": "lenet"}}))
+    if acc is None:  # stopped: only its metrics log says how far it got
+        (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "kind": "train"}) + "\n"
+                                                      for s in range(100, steps + 1, 100)))
+    else:
+        (folder / "result.json").write_text(json.dumps({"step": steps, "target_test/acc": acc, "train_seconds": 10.0,
+                                                        "device": device}))
+
+
+def test_digits_aggregate_over_gpu_and_cpu_folders(tmp_path):
+    digits = load(BENCH / "digits" / "run.py", "bench_digits")
+    gpu, cpu = tmp_path / "gpu", tmp_path / "cpu"
+    for seed, acc in enumerate([92.0, 93.0, 94.0]):
+        fake_run(gpu / "mnist_usps" / "adda" / f"seed{seed}", seed, acc, 10_000, 10_000)
+        fake_run(cpu / "mnist_usps" / "adda" / f"seed{seed}", seed, acc - 5, 2000, 2000, device="cpu")
+    fake_run(gpu / "mnist_usps" / "mcd" / "seed0", 0, None, 10_000, 8400)  # stopped: not a result
+    for d in (gpu, cpu):
+        (d / "mnist_usps" / "command.txt").write_text(f"python benchmarks/digits/run.py --runs {d}\n")
+    digits.aggregate([gpu, cpu], tmp_path / "out")
+    records = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["method"], r["iterations"]) for r in records] == [("adda", 10_000), ("adda", 2000)]
+    full = records[0]
+    assert full["mean"] == 93.0 and full["std"] == 1.0 and full["n_seeds"] == 3
+    assert full["protocol"] == "full (10,000 iterations)" and records[1]["protocol"].startswith("shortened")
+    assert {p["source"] for p in full["published"]} == {"TLlib", "ADDA paper"}
+    assert full["command"] == f"python benchmarks/digits/run.py --runs {gpu}"
+
+
+def test_sweep_throughput_counts_finished_and_stopped_runs(tmp_path):
+    speed = load(BENCH / "speed" / "run.py", "bench_speed")
+    fake_run(tmp_path / "mnist_usps" / "dann" / "seed0", 0, 90.0, 10_000, 10_000)
+    fake_run(tmp_path / "mnist_usps" / "mcd" / "seed0", 0, None, 10_000, 8400)
+    record = speed.sweep_record(tmp_path, 100.0, "test", parallel=2)
+    assert record["images"] == 2 * 128 * (10_000 + 8400)
+    assert record["mean"] == pytest.approx(2 * 128 * 18_400 / 100.0)
+    assert record["runs"] == 2 and record["runs_finished"] == 1 and record["parallel"] == 2
+    with pytest.raises(SystemExit, match="sweep.json"):
+        speed.sweep_record(tmp_path, None, "")
