@@ -15,6 +15,10 @@
               10 labelled target images per class (3 seeds), on both digits tasks
   cka         linear CKA layer by layer: source-only vs DANN (MNIST->USPS, seed 0), and a fine-tuned
               encoder (USPS, k = 10) vs the SimCLR encoder it started from
+  sources     source selection: 7 supervised LeNets (configs/analysis/sources/: MNIST, USPS, MNIST-M,
+              the embedded digits pair, PneumoniaMNIST, Office-Caltech Amazon), each fine-tuned on
+              MNIST, USPS and MNIST-M with 10 labels per class (3 seeds) against scratch; LogME,
+              H-score, TransRate, LEEP and NCE rank them per target; Task2Vec distance vs the gain
 
     python benchmarks/analysis/run.py [--parts divergence features scores landscape] [--parallel 2]
 """
@@ -42,6 +46,9 @@ TASKS = {"mnist_usps": "mnist->usps", "usps_mnist": "usps->mnist"}
 EXTRA_CANDIDATES = [("simclr", 300), ("denoising_autoencoder", 300), ("autoencoder", 1200), ("sparse_autoencoder", 1200)]
 TASK2VEC = ["mnist", "usps", "mnist_m", "digits", "digits_m", "office_caltech10_images:amazon",
             "office_caltech10_images:webcam", "office_caltech10_images:caltech", "pneumoniamnist"]
+SOURCES = {"mnist": "mnist", "usps": "usps", "mnist_m": "mnist_m", "digits": "digits", "digits_m": "digits_m",
+           "pneumoniamnist": "pneumoniamnist", "amazon": "office_caltech10_images:amazon"}  # config -> task
+SOURCE_TARGETS = ["mnist", "usps", "mnist_m"]
 
 
 def cli(*args: str) -> None:
@@ -51,7 +58,7 @@ def cli(*args: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["divergence", "features", "scores", "landscape", "layers", "task2vec", "cka", "transfer"])
+    parser.add_argument("--parts", nargs="+", default=["divergence", "features", "scores", "landscape", "layers", "task2vec", "cka", "transfer", "sources"])
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--aggregate-only", action="store_true")
     args = parser.parse_args()
@@ -110,6 +117,22 @@ def main() -> None:
             for task in TASKS:
                 runs = sorted(str(p.parent) for p in (DIGITS / task).glob("*/seed*/model.safetensors"))
                 cli("analyze", "transfer", *runs, "--out", str(OUT / "transfer" / task))
+        if "sources" in args.parts:
+            src = OUT / "sources"
+            pending = [name for name in SOURCES if not (src / "models" / name / "model.safetensors").is_file()]
+            with ThreadPoolExecutor(args.parallel) as pool:
+                list(pool.map(lambda name: cli("train", str(REPO / "configs/analysis/sources" / f"{name}.yaml"), "--out",
+                                               str(src / "models" / name), "--overwrite", "--no-progress"), pending))
+            for target in SOURCE_TARGETS:
+                candidates = [str(src / "models" / name) for name in SOURCES if name != target]
+                cli("grid", *candidates, "--target", target, "--labels-per-class", "10", "--strategies", "finetune",
+                    "scratch", "--seeds", "0", "1", "2", "--jobs", str(args.parallel), "--out", str(src / f"grid_{target}"))
+                cli("analyze", "scores", *candidates, "--target", target, "--accuracies-from", str(src / f"grid_{target}"),
+                    "--labels-per-class", "10", "--out", str(src / f"scores_{target}"))
+            cli("analyze", "task2vec", str(SELFTAUGHT / "mnist_usps" / "simclr" / "seed0"), "--tasks",
+                *dict.fromkeys(list(SOURCES.values()) + SOURCE_TARGETS), "--max-samples", "300",
+                "--gains-from", *[str(src / f"grid_{t}") for t in SOURCE_TARGETS], "--labels-per-class", "10",
+                "--out", str(src / "task2vec"))
         with open(OUT / "command.txt", "a") as handle:  # every invocation that contributed, in order
             handle.write(this_command() + "\n")
     aggregate()
@@ -220,10 +243,49 @@ def aggregate() -> None:
         path = OUT / "divergence" / task / "dann" / "divergence.png"
         if path.is_file():
             plot_all_divergence(task)
+    records += sources_records(base)
     header = "| task | method | metric | mean ± std | seeds/runs |\n|---|---|---|---|---|"
     write_results(HERE, records, header, lambda r: [r["task"], r["method"], r["metric"],
                                                     f"{r['mean']:.4g} ± {r['std']:.2g}", r["n_seeds"]])
     print((HERE / "results.md").read_text())
+
+
+def sources_records(base: dict) -> list[dict]:
+    """The source-selection study: fine-tuned accuracy and gain per (source, target), score rankings per
+    target, and Task2Vec distance vs gain."""
+    src, records = OUT / "sources", []
+    device = "Intel Xeon CPU, 1 thread per process"
+    for target in SOURCE_TARGETS:
+        grid = src / f"grid_{target}" / "results.json"
+        if grid.is_file():
+            for r in json.loads(grid.read_text()):
+                records.append({"task": f"source selection -> {target}, k=10 fine-tuning", "method": r["method"],
+                                "metric": "target_acc", "mean": round(r["mean"], 2), "std": round(r["std"], 2),
+                                "n_seeds": r["n_seeds"], "values": r["values"],
+                                "gain_vs_scratch": r.get("gain_vs_scratch"), "negative_transfer": r.get("negative_transfer"),
+                                "device": r["device"], **base})
+            (HERE / f"sources_{target}.png").write_bytes((src / f"grid_{target}" / "accuracy_vs_labels.png").read_bytes())
+        scores = src / f"scores_{target}" / "scores.json"
+        if scores.is_file():
+            report = json.loads(scores.read_text())
+            for key, corr in report["correlation"].items():
+                records.append({"task": f"source selection -> {target}, k=10 fine-tuning", "method": key,
+                                "metric": "weighted_kendall_tau", "mean": round(corr["weighted_kendall_tau"], 4),
+                                "std": 0.0, "n_seeds": 1, "kendall_tau": corr["kendall_tau"],
+                                "n_candidates": report["n_candidates"],
+                                "candidates": [{k: c[k] for k in ("source", "finetuned_acc", key)} for c in report["candidates"]],
+                                "device": device, **base})
+    task2vec = src / "task2vec" / "task2vec.json"
+    if task2vec.is_file():
+        result = json.loads(task2vec.read_text())["distance_vs_gain"]
+        for metric in ("spearman", "kendall_tau"):
+            records.append({"task": "source selection: Task2Vec distance vs fine-tuning gain over scratch (k=10)",
+                            "method": "task2vec (probe: SimCLR LeNet, MNIST)", "metric": metric,
+                            "mean": round(result[metric], 4), "std": 0.0, "n_seeds": 1, "n_pairs": result["n_pairs"],
+                            "spearman_per_target": result["spearman_per_target"], "pairs": result["pairs"],
+                            "device": device, **base})
+        (HERE / "sources_task2vec_vs_gain.png").write_bytes((src / "task2vec" / "task2vec_vs_gain.png").read_bytes())
+    return records
 
 
 if __name__ == "__main__":

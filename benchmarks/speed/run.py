@@ -90,7 +90,6 @@ def _proc_status_kb(key: str) -> int | None:
 
 def _reset_cpu_peak() -> tuple[float, str]:
     """Start a CPU peak-memory measurement; returns (baseline RSS in MB, method)."""
-    import resource
 
     try:
         with open("/proc/self/clear_refs", "w") as handle:

@@ -91,7 +91,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     strategy = "scratch" if getattr(args, "from_scratch", False) else args.strategy
     out = Path(args.out) if args.out else None
     result = run_transfer(args.run, strategy, args.labels_per_class, args.seed, out_dir=out, overrides=args.set,
-                          data_root=args.data_root, overwrite=args.overwrite, progress=not args.no_progress)
+                          data_root=args.data_root, overwrite=args.overwrite, progress=not args.no_progress,
+                          target=args.target)
     print(json.dumps(result, indent=2))
     if out is not None:
         print(f"run saved in {out}")
@@ -105,7 +106,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     records = run_grid(args.runs, args.out, labels=args.labels_per_class, strategies=args.strategies, seeds=args.seeds,
                        jobs=args.jobs, overrides=args.set, data_root=args.data_root,
-                       command=shlex.join(["transferlab"] + sys.argv[1:]))
+                       command=shlex.join(["transferlab"] + sys.argv[1:]), target=args.target)
     print()
     print((Path(args.out) / "results.md").read_text())
     print(f"{len(records)} results in {args.out}/results.json, plot in {args.out}/accuracy_vs_labels.png")
@@ -131,13 +132,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                         max_samples=args.max_samples, seed=args.seed)
             print(f"{run}: {info['plot']}")
     elif args.analysis == "scores":
-        accuracies = args.accuracies or _grid_accuracies(args.accuracies_from, args.runs, args.labels_per_class)
+        accuracies = args.accuracies or _grid_accuracies(args.accuracies_from, args.runs, args.labels_per_class,
+                                                         args.target)
         report = analysis.score_candidates(args.runs, accuracies, data_root=args.data_root,
-                                           max_samples=args.max_samples, seed=args.seed)
+                                           max_samples=args.max_samples, seed=args.seed, target=args.target)
         analysis.write_json(out / "scores.json", report)
-        rows = [["/".join(Path(r["run"]).parts[-2:]), r["pretraining"], f"{r['finetuned_acc']:.1f}", f"{r['logme']:.3f}",
-                 f"{r['h_score']:.3f}", f"{r['transrate']:.3f}"] for r in report["candidates"]]
-        print(_table(rows, ["run", "pretraining", "fine-tuned acc %", "LogME", "H-score", "TransRate"]))
+        keys = list(report["correlation"])
+        rows = [["/".join(Path(r["run"]).parts[-2:]), r["pretraining"], f"{r['finetuned_acc']:.1f}"]
+                + [f"{r[k]:.3f}" for k in keys] for r in report["candidates"]]
+        print(_table(rows, ["run", "pretraining", "fine-tuned acc %"] + keys))
         for key, value in report["correlation"].items():
             print(f"{key}: weighted Kendall tau {value['weighted_kendall_tau']:+.3f}, Kendall tau {value['kendall_tau']:+.3f}")
         print(f"\nwritten: {out / 'scores.json'}")
@@ -173,10 +176,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     elif args.analysis == "task2vec":
         report = analysis.task2vec_report(args.probe, args.tasks, data_root=args.data_root,
                                           max_samples=args.max_samples, seed=args.seed)
+        if args.gains_from:
+            report["distance_vs_gain"] = analysis.distance_vs_gain(report, args.gains_from, args.labels_per_class)
+            analysis.plot_distance_vs_gain(report["distance_vs_gain"], out / "task2vec_vs_gain.png")
         analysis.write_json(out / "task2vec.json", report)
         analysis.plot_distance_matrix(report, out / "task2vec.png")
         names = report["names"]
         print(_table([[n] + [f"{v:.3f}" for v in row] for n, row in zip(names, report["distances"])], ["task"] + names))
+        if "distance_vs_gain" in report:
+            r = report["distance_vs_gain"]
+            print(f"\ndistance vs gain over scratch (k={r['labels_per_class']}, {r['n_pairs']} pairs): Spearman "
+                  f"{r['spearman']:+.3f}, Kendall {r['kendall_tau']:+.3f}; plot {out / 'task2vec_vs_gain.png'}")
         print(f"\nwritten: {out / 'task2vec.json'}, {out / 'task2vec.png'}")
     elif args.analysis == "landscape":
         for run in args.runs:
@@ -187,8 +197,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grid_accuracies(grids: list[str] | None, runs: list[str], labels_per_class) -> list[float]:
-    """Mean fine-tuned accuracy of each run at k labels per class, from grid folders' cells.jsonl."""
+def _grid_accuracies(grids: list[str] | None, runs: list[str], labels_per_class, target: str | None = None) -> list[float]:
+    """Mean fine-tuned accuracy of each run at k labels per class (on ``target`` when given), from grid
+    folders' cells.jsonl."""
     import statistics
 
     from .errors import ConfigError
@@ -202,9 +213,11 @@ def _grid_accuracies(grids: list[str] | None, runs: list[str], labels_per_class)
     for run in runs:
         values = [c["target_test/acc"] for c in cells if c["strategy"] == "finetune" and
                   str(c["labels_per_class"]) == str(labels_per_class) and
+                  (target is None or c.get("target") == target) and
                   Path(c["pretrained_run"]).resolve() == Path(run).resolve()]
         if not values:
-            raise ConfigError(f"no finetune cell of {run} at k={labels_per_class} in {grid} (cells.jsonl)")
+            raise ConfigError(f"no finetune cell of {run} at k={labels_per_class}"
+                              f"{f' on {target}' if target else ''} in {grid} (cells.jsonl)")
         accuracies.append(statistics.fmean(values))
     return accuracies
 
@@ -292,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run", help="a finished pretraining run folder")
         p.add_argument("--labels-per-class", type=_labels, required=True, metavar="K", help="a positive integer or 'all'")
         p.add_argument("--seed", type=int, default=0, help="draws the labelled samples and initialises the classifier")
+        p.add_argument("--target", metavar="DATASET", help="transfer to this dataset's train/test parts instead of the "
+                       "run's transfer: section (any finished run, e.g. a supervised source model)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a value of the downstream run's config, e.g. optim.lr=0.1")
         p.add_argument("--out", help="save the downstream run here (default: not saved)")
@@ -311,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", help="default: 0..(runs per method - 1)")
     p.add_argument("--jobs", type=int, default=1, help="cells run at once, in separate processes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override every cell's config")
+    p.add_argument("--target", metavar="DATASET", help="transfer every run to this dataset's train/test parts instead "
+                   "of their transfer: section (e.g. to compare source models trained on different datasets)")
     _common(p)
     p.set_defaults(func=cmd_grid)
 
@@ -337,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--accuracies", type=float, nargs="+", help="fine-tuned accuracy of each run, in order")
             q.add_argument("--accuracies-from", metavar="GRID_DIR", nargs="+", help="read them from `transferlab grid` folders")
             q.add_argument("--labels-per-class", type=_labels, default="all", help="the grid's k to read (default all)")
+            q.add_argument("--target", metavar="DATASET", help="score on this dataset's train part instead of the runs' "
+                           "transfer: section")
         _common(q)
         q.set_defaults(func=cmd_analyze)
     q = asub.add_parser("task2vec", help="Task2Vec distance matrix between tasks, with a run's encoder as the probe")
@@ -346,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
     q.add_argument("--max-samples", type=int, default=500)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--gains-from", metavar="GRID_DIR", nargs="+",
+                   help="`transferlab grid --target T` folders of source models trained on the tasks above: correlate "
+                        "each (source, target) distance with the measured fine-tuning gain over scratch")
+    q.add_argument("--labels-per-class", type=_labels, default=10, help="the grids' k to read (default 10)")
     _common(q)
     q.set_defaults(func=cmd_analyze)
     q = asub.add_parser("layers", help="Yosinski et al.'s AnB/BnB(+) curves over the number of copied layers")

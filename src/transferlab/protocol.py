@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_config, validate
+from .config import Config, DomainConfig, TransferConfig, load_config, validate
 from .engine.checkpoint import atomic_write_json, atomic_write_text
 from .engine.pool import run_in_pool, worker_threads
 from .errors import CheckpointError, ConfigError
@@ -62,19 +62,38 @@ def _stored_size(name: str, part: str, root: str | None) -> int:
     return int(tl_data.load(name, part, root).x.shape[1])
 
 
+def downstream(pre: Config, target: str | None = None, run_dir: str | Path | None = None) -> TransferConfig:
+    """A run's downstream task: its ``transfer:`` section or, given ``target`` (a dataset name), that
+    dataset's train and test parts in its place (the section's other settings are kept, or defaulted).
+    ``target`` lets any finished run, a supervised source model included, be transferred anywhere."""
+    if target is None:
+        if pre.transfer is None:
+            raise ConfigError(f"{run_dir or 'the run'} was trained without a 'transfer:' section, so its downstream "
+                              f"task is unknown. Give a target dataset (--target NAME), or add transfer: {{train: "
+                              f"{{name: ..., part: train}}, test: {{name: ..., part: test}}}} to the pretraining config")
+        return pre.transfer
+    from . import data as tl_data
+
+    info = tl_data.DATASETS.get(target)  # unknown names: a clear error listing the known ones
+    missing = [p for p in ("train", "test") if p not in info.parts]
+    if missing:
+        raise ConfigError(f"target {target} has no {'/'.join(missing)} part (its parts: {', '.join(info.parts)}); "
+                          f"a target needs train and test parts")
+    update = {"train": DomainConfig(name=target, part="train"), "test": DomainConfig(name=target, part="test")}
+    return pre.transfer.model_copy(update=update) if pre.transfer is not None else TransferConfig(**update)
+
+
 def transfer_config(run_dir: str | Path, strategy: str, labels_per_class: Labels, seed: int = 0,
-                    overrides: Sequence[str] = (), data_root: str | Path | None = None) -> Config:
-    """The supervised run of one protocol cell, derived from a pretraining run's config."""
+                    overrides: Sequence[str] = (), data_root: str | Path | None = None,
+                    target: str | None = None) -> Config:
+    """The supervised run of one protocol cell, derived from a pretraining run's config (its downstream
+    task, or ``target``: see :func:`downstream`)."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     if labels_per_class != "all" and not (isinstance(labels_per_class, int) and labels_per_class > 0):
         raise ConfigError(f"labels per class must be a positive integer or 'all'; got {labels_per_class!r}")
     pre = read_run_config(run_dir)
-    if pre.transfer is None:
-        raise ConfigError(f"{run_dir} was trained without a 'transfer:' section, so its downstream task is unknown. "
-                          f"Add transfer: {{train: {{name: ..., part: train}}, test: {{name: ..., part: test}}}} "
-                          f"to the pretraining config")
-    t = pre.transfer
+    t = downstream(pre, target, run_dir)
     data = pre.data.model_dump(mode="json", exclude={"source", "target", "test", "batch_size"})
     data["image_size"] = _input_size(pre, data_root)
     optim = (t.probe_optim or t.optim) if strategy == "probe" else t.optim
@@ -96,14 +115,14 @@ def transfer_config(run_dir: str | Path, strategy: str, labels_per_class: Labels
 
 def run_transfer(run_dir: str | Path, strategy: str, labels_per_class: Labels, seed: int = 0, *,
                  out_dir: str | Path | None = None, overrides: Sequence[str] = (), data_root: str | Path | None = None,
-                 overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                 overwrite: bool = False, progress: bool = True, target: str | None = None) -> dict[str, Any]:
     """Train and evaluate one protocol cell; returns the run's result (``target_test/acc`` in %)."""
     from .experiment import train
 
-    config = transfer_config(run_dir, strategy, labels_per_class, seed, overrides, data_root)
+    config = transfer_config(run_dir, strategy, labels_per_class, seed, overrides, data_root, target)
     result = train(config, out_dir, data_root=data_root, overwrite=overwrite, progress=progress)
     return {"strategy": strategy, "labels_per_class": labels_per_class, "seed": seed, "pretrained_run": str(run_dir),
-            **result}
+            "target": config.data.source.name, **result}
 
 
 # --- the grid ------------------------------------------------------------------------------------
@@ -115,6 +134,7 @@ class Cell:
     strategy: str
     labels_per_class: Labels
     seed: int
+    target: str | None = None  # the downstream dataset in place of the runs' transfer: section
 
     @property
     def key(self) -> str:
@@ -122,24 +142,25 @@ class Cell:
 
 
 def grid_cells(runs: Sequence[str | Path], labels: Sequence[Labels], strategies: Sequence[str],
-               seeds: Sequence[int] | None = None) -> list[Cell]:
-    """Strategy × k × seed cells. Runs are grouped by pretraining method; transfer seed i uses the
+               seeds: Sequence[int] | None = None, target: str | None = None) -> list[Cell]:
+    """Strategy × k × seed cells. Runs are grouped by pretraining method (and by pretraining dataset when
+    the runs were trained on different ones: labels like ``mnist/supervised``); transfer seed i uses the
     i-th run of each group (ordered by seed), so pretraining seeds vary with the transfer seeds.
     ``scratch`` does not depend on pretraining and is run once per k and seed."""
+    configs = [read_run_config(run) for run in runs]
+    by_source = len({c.data.source.name for c in configs}) > 1
     groups: dict[str, list[tuple[int, str]]] = {}
     reference = None
-    for run in runs:
-        config = read_run_config(run)
-        if config.transfer is None:
-            raise ConfigError(f"{run} has no 'transfer:' section; the grid needs the downstream task")
-        task = (config.transfer.model_dump(exclude={"labels_per_class"}), config.model.model_dump(),
-                config.data.image_size, config.data.channels)
+    for run, config in zip(runs, configs):
+        task = (downstream(config, target, run).model_dump(exclude={"labels_per_class"}),
+                config.model.model_dump(exclude={"encoder_init"}), config.data.image_size, config.data.channels)
         if reference is None:
             reference = task
         elif task != reference:
             raise ConfigError(f"{run} transfers to a different task or model than {runs[0]}; a grid compares "
-                              f"pretraining methods on one downstream task with one architecture")
-        groups.setdefault(config.method_config().name, []).append((config.seed, str(run)))
+                              f"pretrained models on one downstream task with one architecture")
+        label = config.method_config().name
+        groups.setdefault(f"{config.data.source.name}/{label}" if by_source else label, []).append((config.seed, str(run)))
     for members in groups.values():
         members.sort()
     seeds = list(seeds) if seeds is not None else list(range(max(len(m) for m in groups.values())))
@@ -151,9 +172,9 @@ def grid_cells(runs: Sequence[str | Path], labels: Sequence[Labels], strategies:
         for seed in seeds:
             for method, members in groups.items():
                 run = members[seed % len(members)][1]
-                cells += [Cell(f"{method}+{s}", run, s, k, seed) for s in strategies if s != "scratch"]
+                cells += [Cell(f"{method}+{s}", run, s, k, seed, target) for s in strategies if s != "scratch"]
             if "scratch" in strategies:
-                cells.append(Cell("scratch", next(iter(groups.values()))[0][1], "scratch", k, seed))
+                cells.append(Cell("scratch", next(iter(groups.values()))[0][1], "scratch", k, seed, target))
     return cells
 
 
@@ -162,21 +183,21 @@ def _run_cell(cell: Cell, data_root: str | None, overrides: Sequence[str], threa
 
     torch.set_num_threads(threads)
     result = run_transfer(cell.run_dir, cell.strategy, cell.labels_per_class, cell.seed, overrides=overrides,
-                          data_root=data_root, progress=False)
+                          data_root=data_root, progress=False, target=cell.target)
     return {"label": cell.label, **result}
 
 
 def run_grid(runs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[Labels] | None = None,
              strategies: Sequence[str] = STRATEGIES, seeds: Sequence[int] | None = None, jobs: int = 1,
              overrides: Sequence[str] = (), data_root: str | Path | None = None, command: str = "",
-             log=print) -> list[dict[str, Any]]:
+             log=print, target: str | None = None) -> list[dict[str, Any]]:
     """Run every cell not yet in ``out_dir/cells.jsonl``, then write ``results.json``, ``results.md`` and
     ``accuracy_vs_labels.png`` there. ``jobs`` cells run at once in separate processes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if labels is None:
-        labels = read_run_config(runs[0]).transfer.labels_per_class
-    cells = grid_cells(runs, labels, strategies, seeds)
+        labels = downstream(read_run_config(runs[0]), target, runs[0]).labels_per_class
+    cells = grid_cells(runs, labels, strategies, seeds, target)
     done_path = out_dir / "cells.jsonl"
     done = {}
     if done_path.is_file():
@@ -203,23 +224,30 @@ def run_grid(runs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequenc
         run_in_pool([(cell.key, _run_cell, (cell, root, overrides, threads)) for cell in todo], jobs,
                     lambda key, row: record(by_key[key], row))
     rows = [done[c.key] for c in cells]
-    records = summarize_grid(rows, runs, command)
+    records = summarize_grid(rows, runs, command, target)
     write_grid_results(out_dir, records)
     return records
 
 
-def _task_name(config: Config) -> str:
+def _task_name(configs: Sequence[Config], t: TransferConfig) -> str:
     def name(domain) -> str:
         return domain.name + (f"[{','.join(map(str, domain.classes))}]" if domain.classes else "")
 
-    return f"{name(config.data.source)} (unlabelled) -> {name(config.transfer.train)}"
+    from .methods import METHODS
+
+    sources = ", ".join(dict.fromkeys(name(c.data.source) for c in configs))
+    unlabelled = all(not METHODS.get(c.method_config().name).inputs.get("source", False) for c in configs)
+    return f"{sources}{' (unlabelled)' if unlabelled else ''} -> {name(t.train)}"
 
 
-def summarize_grid(rows: list[dict[str, Any]], runs: Sequence[str | Path], command: str) -> list[dict[str, Any]]:
+def summarize_grid(rows: list[dict[str, Any]], runs: Sequence[str | Path], command: str,
+                   target: str | None = None) -> list[dict[str, Any]]:
     """Mean ± std over seeds per (strategy label, k): records in the benchmark schema."""
     import datetime as dt
 
-    config = read_run_config(runs[0])
+    configs = [read_run_config(run) for run in runs]
+    config = configs[0]
+    t = downstream(config, target, runs[0])
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         by_cell.setdefault((row["label"], str(row["labels_per_class"])), []).append(row)
@@ -227,12 +255,12 @@ def summarize_grid(rows: list[dict[str, Any]], runs: Sequence[str | Path], comma
     for (label, k), members in by_cell.items():
         values = [m["target_test/acc"] for m in members]
         records.append({
-            "task": _task_name(config), "method": label, "metric": "target_acc",
+            "task": _task_name(configs, t), "method": label, "metric": "target_acc", "target": t.train.name,
             "labels_per_class": k if k == "all" else int(k),
             "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n_seeds": len(values), "values": values, "seeds": [m["seed"] for m in members],
-            "iterations": config.transfer.iterations,
-            "pretraining": {label.split("+")[0]: [str(r) for r in runs]} if "+" in label else None,
+            "iterations": t.iterations,
+            "pretraining": {label.split("+")[0]: sorted({m["pretrained_run"] for m in members})} if "+" in label else None,
             "device": members[0]["device"], "command": command, "date": dt.date.today().isoformat(),
         })
     scratch = {r["labels_per_class"]: r for r in records if r["method"] == "scratch"}

@@ -158,16 +158,19 @@ def feature_map(run_dir: str | Path, path: Path, *, data_root: str | Path | None
 
 
 def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *, data_root: str | Path | None = None,
-                     max_samples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Score each candidate run's encoder on the target task of the runs' (common) ``transfer:`` section
-    (its labelled training set), and correlate every score with the fine-tuned ``accuracies``.
+                     max_samples: int = 2000, seed: int = 0, target: str | None = None) -> dict[str, Any]:
+    """Score each candidate run on one target task (the runs' common ``transfer:`` section, or the
+    dataset ``target``: its labelled training set), and correlate every score with the fine-tuned
+    ``accuracies``.
 
-    LogME, H-score and TransRate use the encoder's features. LEEP and NCE (in :mod:`.scores`) need a
-    source classifier, which self-supervised candidates do not have, so they are not computed here.
+    LogME, H-score and TransRate use the encoder's features, so they score any candidate. LEEP and NCE
+    use the candidate's own source classifier (its predictions over the source classes on the target
+    images), so they are computed only when every candidate is a classifier (e.g. supervised source
+    models); self-supervised encoders have none.
     """
-    from ..experiment import build
-    from ..protocol import read_run_config, transfer_config
-    from .scores import h_score, logme, transrate, weighted_kendall_tau
+    from ..experiment import build, load_run
+    from ..protocol import downstream, read_run_config, transfer_config
+    from .scores import h_score, leep, logme, nce, transrate, weighted_kendall_tau
 
     if len(runs) != len(accuracies) or len(runs) < 3:
         raise TransferlabError(f"need one accuracy per candidate and at least 3 candidates; got {len(runs)} runs and "
@@ -175,25 +178,40 @@ def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *,
     from scipy.stats import kendalltau
 
     configs = [read_run_config(run) for run in runs]
-    tasks = {json.dumps(c.transfer.train.model_dump(mode="json"), sort_keys=True) if c.transfer else None for c in configs}
+    tasks = {json.dumps(downstream(c, target, run).train.model_dump(mode="json"), sort_keys=True)
+             for run, c in zip(runs, configs)}
     if len(tasks) != 1:
         raise TransferlabError("the candidates transfer to different tasks (their transfer.train differs); scores "
-                               "are compared on one target task")
+                               "are compared on one target task (or give --target)")
     rows = []
     for run, pre, accuracy in zip(runs, configs, accuracies):
-        config = transfer_config(run, "finetune", "all", seed, data_root=data_root)
+        config = transfer_config(run, "finetune", "all", seed, data_root=data_root, target=target)
         experiment = build(config, data_root)  # the candidate's encoder on the target task's data
-        data = extract(experiment, sample(experiment.source, max_samples, seed))
-        row = {"run": str(run), "pretraining": pre.method_config().name, "finetuned_acc": accuracy,
+        target_sample = sample(experiment.source, max_samples, seed)
+        data = extract(experiment, target_sample)
+        row = {"run": str(run), "pretraining": pre.method_config().name, "source": pre.data.source.name,
+               "finetuned_acc": accuracy,
                "logme": logme(data["features"], data["labels"]), "h_score": h_score(data["features"], data["labels"]),
                "transrate": transrate(data["features"], data["labels"])}
+        source_model = load_run(run, data_root).method
+        if source_model.classifies():  # the source classifier's predictions, on the target images
+            source_model.eval()
+            device = next(source_model.parameters()).device
+            with torch.no_grad():
+                logits = torch.cat([source_model.predict(batch.x).float().cpu() for batch in iterate_batches(
+                    target_sample, 512, device=device, transform=experiment.transform)])
+            probs = torch.softmax(logits, dim=1).numpy()
+            row["leep"] = leep(probs, data["labels"])
+            row["nce"] = nce(probs.argmax(axis=1), data["labels"])
         rows.append(row)
+    keys = ["logme", "h_score", "transrate"] + [k for k in ("leep", "nce") if all(k in r for r in rows)]
     correlation = {}
-    for key in ("logme", "h_score", "transrate"):
+    for key in keys:
         scores = [r[key] for r in rows]
         correlation[key] = {"weighted_kendall_tau": weighted_kendall_tau(scores, accuracies),
                             "kendall_tau": float(kendalltau(scores, accuracies).statistic)}
-    return {"candidates": rows, "correlation": correlation, "n_candidates": len(rows)}
+    return {"target": json.loads(next(iter(tasks)))["name"], "candidates": rows, "correlation": correlation,
+            "n_candidates": len(rows)}
 
 
 # --- negative transfer ----------------------------------------------------------------------------
@@ -373,6 +391,75 @@ def task2vec_report(probe_run: str | Path, tasks: Sequence[str], *, data_root: s
         info.append({"task": spec, "n": len(dataset), "classes": dataset.num_classes, "probe_train_acc": accuracy})
     names, distances = distance_matrix(embeddings)
     return {"probe_run": str(probe_run), "tasks": info, "names": names, "distances": distances.tolist()}
+
+
+def distance_vs_gain(report: dict[str, Any], grids: Sequence[str | Path], labels_per_class: int | str = 10,
+                     strategy: str = "finetune") -> dict[str, Any]:
+    """Does Task2Vec distance predict transfer? Pairs each (source task, target task) of ``grids`` (folders
+    of ``transferlab grid`` runs whose pretrained models were trained on different source datasets) with
+    its measured gain over training from scratch (``strategy`` at ``labels_per_class``, mean over seeds)
+    and the two tasks' distance in ``report`` (:func:`task2vec_report`, which must hold both tasks).
+    Returns the pairs and the rank correlations (Spearman, Kendall): negative means that closer tasks
+    transfer better, as Achille et al. report."""
+    from scipy.stats import kendalltau, spearmanr
+
+    from ..protocol import read_run_config
+
+    index = {name: i for i, name in enumerate(report["names"])}
+    pairs = []
+    for grid in grids:
+        path = Path(grid) / "results.json"
+        if not path.is_file():
+            raise TransferlabError(f"{grid} has no results.json: run `transferlab grid ... --out {grid}` first")
+        for record in json.loads(path.read_text()):
+            if not record["method"].endswith(f"+{strategy}") or str(record["labels_per_class"]) != str(labels_per_class) \
+                    or "gain_vs_scratch" not in record:
+                continue
+            runs = next(iter(record["pretraining"].values()))
+            domain = read_run_config(runs[0]).data.source
+            source = domain.name if domain.part == "train" else f"{domain.name}:{domain.part}"
+            target = record["target"]
+            missing = [t for t in (source, target) if t not in index]
+            if missing:
+                raise TransferlabError(f"the Task2Vec report has no task {missing} (it has {', '.join(report['names'])}); "
+                                       f"add them to --tasks")
+            pairs.append({"source": source, "target": target, "distance": report["distances"][index[source]][index[target]],
+                          "gain": record["gain_vs_scratch"], "accuracy": record["mean"], "std": record["std"],
+                          "negative_transfer": record.get("negative_transfer", False)})
+    if len(pairs) < 3:
+        raise TransferlabError(f"found {len(pairs)} (source, target) pairs with a {strategy} gain at k={labels_per_class} "
+                               f"in {', '.join(map(str, grids))}; need at least 3")
+    d, g = [p["distance"] for p in pairs], [p["gain"] for p in pairs]
+    per_target = {}
+    for target in dict.fromkeys(p["target"] for p in pairs):
+        members = [p for p in pairs if p["target"] == target]
+        if len(members) >= 3:
+            per_target[target] = float(spearmanr([p["distance"] for p in members], [p["gain"] for p in members]).statistic)
+    return {"labels_per_class": labels_per_class, "strategy": strategy, "pairs": pairs,
+            "spearman": float(spearmanr(d, g).statistic), "kendall_tau": float(kendalltau(d, g).statistic),
+            "spearman_per_target": per_target, "n_pairs": len(pairs)}
+
+
+def plot_distance_vs_gain(result: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    targets = list(dict.fromkeys(p["target"] for p in result["pairs"]))
+    for target in targets:
+        members = [p for p in result["pairs"] if p["target"] == target]
+        ax.errorbar([p["distance"] for p in members], [p["gain"] for p in members], yerr=[p["std"] for p in members],
+                    fmt="o", capsize=2, label=f"target {target}")
+        for p in members:
+            ax.annotate(p["source"].split(":")[-1], (p["distance"], p["gain"]), fontsize=6, xytext=(3, 2),
+                        textcoords="offset points")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("Task2Vec distance (source, target)")
+    ax.set_ylabel(f"gain over scratch, k={result['labels_per_class']} (points)")
+    ax.set_title(f"Spearman {result['spearman']:+.2f}, Kendall {result['kendall_tau']:+.2f} ({result['n_pairs']} pairs)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def plot_distance_matrix(report: dict[str, Any], path: Path) -> None:
