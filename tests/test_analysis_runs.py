@@ -203,3 +203,95 @@ def test_transfer_check_flags_against_source_only_and_target_scratch(da_runs, tm
     assert (tmp_path / "runs" / "target_scratch_seed0" / "result.json").is_file()
     assert cli(["analyze", "transfer", str(da_runs[1]), "--seeds", "0", "--out", str(tmp_path / "x")]) == 2
     assert "include the task's source_only runs" in capsys.readouterr().err
+
+
+def _source_model(root, name: str, seed: int = 0, iterations: int = 20):
+    """A supervised LeNet on an embedded dataset, as configs/analysis/sources/ make them (tiny)."""
+    config = tiny_config("supervised", iterations=iterations, data={"source": {"name": name}, "target": None,
+                                                                    "test": {"name": name, "part": "test"}})
+    out = root / f"{name}{seed}"
+    train(config.model_copy(update={"seed": seed}), out, progress=False)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def source_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    return [_source_model(root, "digits_m", 0), _source_model(root, "digits_m", 1, iterations=40),
+            _source_model(root, "digits", 0)]
+
+
+def test_any_run_transfers_to_a_target_dataset(source_models, tmp_path):
+    from transferlab.errors import ConfigError, TransferlabError
+    from transferlab.protocol import grid_cells, transfer_config
+
+    config = transfer_config(source_models[0], "finetune", 5, seed=1, target="digits")
+    assert (config.data.source.name, config.data.source.part, config.data.source.labels_per_class) == ("digits", "train", 5)
+    assert (config.data.test.name, config.data.test.part) == ("digits", "test")
+    assert config.model.encoder_init is not None and config.method_config().name == "supervised"
+    with pytest.raises(ConfigError, match="--target NAME"):  # no target and no section: say what to give
+        transfer_config(source_models[0], "finetune", 5)
+    with pytest.raises(ConfigError, match="no train/test part"):
+        transfer_config(source_models[0], "finetune", 5, target="office_caltech10_images")
+    with pytest.raises(TransferlabError, match="unknown dataset"):
+        transfer_config(source_models[0], "finetune", 5, target="mnits")
+    # source models of different datasets are told apart in the grid's labels
+    cells = grid_cells(source_models, [5], ["finetune", "scratch"], seeds=[0, 1], target="digits")
+    assert sorted({c.label for c in cells}) == ["digits/supervised+finetune", "digits_m/supervised+finetune", "scratch"]
+    assert {c.run_dir for c in cells if c.label.startswith("digits_m/") and c.seed == 1} == {source_models[1]}
+    assert all(c.target == "digits" for c in cells)
+
+
+def test_source_selection_scores_and_task2vec_gain(source_models, tmp_path, capsys):
+    grid = tmp_path / "grid"
+    assert cli(["grid", *source_models, "--target", "digits", "--labels-per-class", "3", "--strategies", "finetune",
+                "scratch", "--seeds", "0", "1", "--set", "train.iterations=10", "--out", str(grid)]) == 0
+    records = json.loads((grid / "results.json").read_text())
+    assert {r["target"] for r in records} == {"digits"} and all("gain_vs_scratch" in r for r in records if r["method"] != "scratch")
+    # scores on the target: the supervised candidates have source classifiers, so LEEP and NCE are computed too
+    assert cli(["analyze", "scores", *source_models, "--target", "digits", "--accuracies-from", str(grid),
+                "--labels-per-class", "3", "--max-samples", "200", "--out", str(tmp_path / "s")]) == 0
+    report = json.loads((tmp_path / "s" / "scores.json").read_text())
+    assert report["target"] == "digits" and set(report["correlation"]) == {"logme", "h_score", "transrate", "leep", "nce"}
+    for c in report["candidates"]:
+        assert c["leep"] < 0 and np.isfinite(c["nce"]) and c["nce"] <= 0  # both are log-likelihoods
+    # Task2Vec distance of each (source, target) pair against the gains the grids measured (two targets)
+    assert cli(["grid", *source_models, "--target", "digits_m", "--labels-per-class", "3", "--strategies", "finetune",
+                "scratch", "--seeds", "0", "1", "--set", "train.iterations=10", "--out", str(tmp_path / "grid_m")]) == 0
+    assert cli(["analyze", "task2vec", source_models[0], "--tasks", "digits", "digits_m", "--max-samples", "60",
+                "--gains-from", str(grid), str(tmp_path / "grid_m"), "--labels-per-class", "3", "--out",
+                str(tmp_path / "t")]) == 0
+    t2v = json.loads((tmp_path / "t" / "task2vec.json").read_text())
+    pairs = t2v["distance_vs_gain"]["pairs"]
+    assert {(p["source"], p["target"]) for p in pairs} == {(s, t) for s in ("digits", "digits_m") for t in ("digits", "digits_m")}
+    names = t2v["names"]
+    for p in pairs:  # each pair carries the report's own distance and the grid's own gain
+        assert p["distance"] == t2v["distances"][names.index(p["source"])][names.index(p["target"])]
+    assert (tmp_path / "t" / "task2vec_vs_gain.png").is_file()
+
+
+def test_distance_vs_gain_matches_hand_computed_ranks(tmp_path, monkeypatch):
+    """Three sources for one target with gains 9, 5, 1 at distances 0.1, 0.2, 0.3: Spearman and Kendall
+    are exactly -1 (closer tasks transfer better); one swapped pair gives Spearman -0.5, Kendall -1/3."""
+    from transferlab.analysis import runs as analysis
+
+    class Source:
+        def __init__(self, name):
+            self.data = type("D", (), {"source": type("S", (), {"name": name, "part": "train"})()})()
+
+    monkeypatch.setattr("transferlab.protocol.read_run_config", lambda run: Source(run))
+    report = {"names": ["a", "b", "c", "t"], "distances": [[0, 0, 0, 0.1], [0, 0, 0, 0.2], [0, 0, 0, 0.3], [0.1, 0.2, 0.3, 0]]}
+
+    def grid(gains):
+        folder = tmp_path / "-".join(map(str, gains))
+        folder.mkdir()
+        records = [{"method": f"{s}/supervised+finetune", "labels_per_class": 10, "gain_vs_scratch": g, "mean": 50 + g,
+                    "std": 1.0, "target": "t", "pretraining": {f"{s}/supervised": [s]}} for s, g in zip("abc", gains)]
+        (folder / "results.json").write_text(json.dumps(records + [{"method": "scratch", "labels_per_class": 10}]))
+        return folder
+
+    result = analysis.distance_vs_gain(report, [grid([9, 5, 1])])
+    assert result["spearman"] == pytest.approx(-1.0) and result["kendall_tau"] == pytest.approx(-1.0)
+    result = analysis.distance_vs_gain(report, [grid([5, 9, 1])])
+    assert result["spearman"] == pytest.approx(-0.5) and result["kendall_tau"] == pytest.approx(-1 / 3)
+    assert result["n_pairs"] == 3 and result["spearman_per_target"]["t"] == pytest.approx(-0.5)

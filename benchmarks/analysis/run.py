@@ -148,6 +148,13 @@ def plot_all_divergence(task: str) -> None:
     plot_divergence(reports, HERE / f"divergence_{task}.png")
 
 
+def measured(path: Path) -> str:
+    """The day a result file was written (records keep the date of their measurement, not of aggregation)."""
+    import datetime as dt
+
+    return dt.date.fromtimestamp(path.stat().st_mtime).isoformat()
+
+
 def _summary(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -169,7 +176,7 @@ def aggregate() -> None:
                                 "std": round(std, 4), "n_seeds": len(reports), "values": [r[metric] for r in reports],
                                 "device": "Intel Xeon CPU, 1 thread (analysis); runs from benchmarks/digits",
                                 "runs": [r["run"] for r in reports], "classifier": reports[0]["classifier"],
-                                "n_samples": [reports[0]["n_source"], reports[0]["n_target"]], **base})
+                                "n_samples": [reports[0]["n_source"], reports[0]["n_target"]], **base, "date": measured(path)})
     scores = OUT / "scores" / "scores.json"
     if scores.is_file():
         report = json.loads(scores.read_text())
@@ -179,7 +186,7 @@ def aggregate() -> None:
                             "n_seeds": 1, "kendall_tau": corr["kendall_tau"], "n_candidates": report["n_candidates"],
                             "candidates": [{k: c[k] for k in ("run", "pretraining", "finetuned_acc", key)}
                                            for c in report["candidates"]],
-                            "device": "Intel Xeon CPU, 1 thread", **base})
+                            "device": "Intel Xeon CPU, 1 thread", **base, "date": measured(scores)})
     landscape = sorted((OUT / "landscape" / "analysis").glob("landscape_*.json"))
     for strategy in ("finetune", "scratch"):
         infos = [json.loads(p.read_text()) for p in landscape if p.stem.startswith(f"landscape_{strategy}")]
@@ -190,7 +197,7 @@ def aggregate() -> None:
                 records.append({"task": "usps, 10 labels/class (SimCLR-pretrained on MNIST vs scratch)",
                                 "method": strategy, "metric": metric, "mean": mean, "std": std,
                                 "n_seeds": len(values), "values": values, "radius": 0.1,
-                                "device": "Intel Xeon CPU, 1 thread", **base})
+                                "device": "Intel Xeon CPU, 1 thread", **base, "date": measured(landscape[-1])})
     layers = OUT / "layers" / "layers.json"
     if layers.is_file():
         report = json.loads(layers.read_text())
@@ -199,7 +206,7 @@ def aggregate() -> None:
                 records.append({"task": "layer transfer: mnist digits 0-4 (A) -> 5-9 (B)", "method": condition,
                                 "metric": "test_acc", "layers_copied": int(n), "mean": round(value["mean"], 2),
                                 "std": round(value["std"], 2), "n_seeds": len(value["values"]), "values": value["values"],
-                                "device": report["device"], **base})
+                                "device": report["device"], **base, "date": measured(layers)})
         (HERE / "layers.png").write_bytes((OUT / "layers" / "layers.png").read_bytes())
     task2vec = OUT / "task2vec" / "task2vec.json"
     if task2vec.is_file():
@@ -210,7 +217,7 @@ def aggregate() -> None:
                 if j > i:
                     records.append({"task": f"{a} <-> {b}", "method": "task2vec (probe: SimCLR LeNet, MNIST)",
                                     "metric": "task2vec_distance", "mean": round(report["distances"][i][j], 4),
-                                    "std": 0.0, "n_seeds": 1, "device": "Intel Xeon CPU, 1 thread", **base})
+                                    "std": 0.0, "n_seeds": 1, "device": "Intel Xeon CPU, 1 thread", **base, "date": measured(task2vec)})
         (HERE / "task2vec.png").write_bytes((OUT / "task2vec" / "task2vec.png").read_bytes())
     for task, name in TASKS.items():
         path = OUT / "transfer" / task / "transfer.json"
@@ -222,7 +229,7 @@ def aggregate() -> None:
                                 "values": row["values"], "negative_transfer": row.get("negative_transfer"),
                                 "gain_vs_source_only": row.get("gain_vs_source_only"),
                                 "gain_vs_target_scratch": row.get("gain_vs_target_scratch"),
-                                "device": "Intel Xeon CPU, 1 thread", **base})
+                                "device": "Intel Xeon CPU, 1 thread", **base, "date": measured(path)})
     for pair in ("source_only_vs_dann", "finetuned_vs_pretrained"):
         path = OUT / "cka" / pair / "cka.json"
         if path.is_file():
@@ -231,7 +238,7 @@ def aggregate() -> None:
                 records.append({"task": f"linear CKA, {pair.replace('_', ' ')}", "method": layer, "metric": "linear_cka",
                                 "mean": round(report["cka"][i][i], 4), "std": 0.0, "n_seeds": 1,
                                 "runs": [report["run_a"], report["run_b"]], "n_samples": report["n_samples"],
-                                "device": "Intel Xeon CPU, 1 thread", **base})
+                                "device": "Intel Xeon CPU, 1 thread", **base, "date": measured(path)})
             (HERE / f"cka_{pair}.png").write_bytes((OUT / "cka" / pair / "cka.png").read_bytes())
     for name in ("landscape_finetune_seed0.png", "landscape_scratch_seed0.png"):
         if (OUT / "landscape" / "analysis" / name).is_file():
@@ -263,7 +270,7 @@ def sources_records(base: dict) -> list[dict]:
                                 "metric": "target_acc", "mean": round(r["mean"], 2), "std": round(r["std"], 2),
                                 "n_seeds": r["n_seeds"], "values": r["values"],
                                 "gain_vs_scratch": r.get("gain_vs_scratch"), "negative_transfer": r.get("negative_transfer"),
-                                "device": r["device"], **base})
+                                "device": r["device"], **base, "date": measured(grid)})
             (HERE / f"sources_{target}.png").write_bytes((src / f"grid_{target}" / "accuracy_vs_labels.png").read_bytes())
         scores = src / f"scores_{target}" / "scores.json"
         if scores.is_file():
@@ -274,7 +281,7 @@ def sources_records(base: dict) -> list[dict]:
                                 "std": 0.0, "n_seeds": 1, "kendall_tau": corr["kendall_tau"],
                                 "n_candidates": report["n_candidates"],
                                 "candidates": [{k: c[k] for k in ("source", "finetuned_acc", key)} for c in report["candidates"]],
-                                "device": device, **base})
+                                "device": device, **base, "date": measured(scores)})
     task2vec = src / "task2vec" / "task2vec.json"
     if task2vec.is_file():
         result = json.loads(task2vec.read_text())["distance_vs_gain"]
@@ -283,7 +290,7 @@ def sources_records(base: dict) -> list[dict]:
                             "method": "task2vec (probe: SimCLR LeNet, MNIST)", "metric": metric,
                             "mean": round(result[metric], 4), "std": 0.0, "n_seeds": 1, "n_pairs": result["n_pairs"],
                             "spearman_per_target": result["spearman_per_target"], "pairs": result["pairs"],
-                            "device": device, **base})
+                            "device": device, **base, "date": measured(task2vec)})
         (HERE / "sources_task2vec_vs_gain.png").write_bytes((src / "task2vec" / "task2vec_vs_gain.png").read_bytes())
     return records
 
