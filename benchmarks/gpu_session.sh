@@ -6,7 +6,8 @@
 # Results land in $OUT (speed.json/.md, digits_runs.tgz, logs). Data: the prepared mnist, usps and
 # mnist_m folders copied into an ignored .devdata/ (../shared does not travel); packages the device
 # image lacks (pydantic) as wheels in .whl/. Run from the repository root:
-#   OUT=/tmp/out TOTAL=570 bash benchmarks/gpu_session.sh
+#   OUT=/tmp/out TOTAL=575 bash benchmarks/gpu_session.sh                      # speed, then digits
+#   OUT=/tmp/out PHASES="diagnose digits" bash benchmarks/gpu_session.sh       # what is still missing
 set -u
 T0=$(date +%s)
 TOTAL=${TOTAL:-575}          # seconds this script may take in all
@@ -18,6 +19,8 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFERLAB_DATA=$PWD/.devdata
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}       # DEVICE=cpu NO_WHEELS=1 PY=.venv/bin/python ... : a quick dry run on a CPU machine
 STEPS=${STEPS:-300}; WARMUP=${WARMUP:-30}; RESNET_STEPS=${RESNET_STEPS:-40}; RESNET_WARMUP=${RESNET_WARMUP:-8}
+PHASES=${PHASES:-"speed digits"}  # any of: speed diagnose digits (diagnose: why the engine's reduce-overhead is slow)
+want() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD/src
@@ -29,6 +32,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 $PY -c "import os, torch, transferlab, pydantic; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU', 'cpus', os.cpu_count())" 2>&1 | tee -a "$OUT/gpu.txt"
 
 # --- 1. speed -----------------------------------------------------------------------------------
+want speed || SPEED_BUDGET=0
 SPEED_END=$(( T0 + SPEED_BUDGET ))
 speed() {  # speed CASES... -- extra args; skipped once the speed budget is spent
   local left=$(( SPEED_END - $(date +%s) ))
@@ -45,9 +49,20 @@ speed --cases digits_cdan_e digits_mcd digits_adda_stage1 digits_adda_stage2 --c
 speed --cases ref_plain_dann digits_dann --compile reduce-overhead --case-timeout 100
 echo "speed done at $(elapsed) s"
 
+# --- 1b. diagnose: the engine under compile=reduce-overhead, with dynamo's recompile/graph-break logs --
+if want diagnose; then
+  SPEC='{"case": "digits_dann", "precision": "fp32", "compile": "reduce-overhead", "device": "'$DEVICE'",
+         "batch_size": 128, "steps": 100, "warmup": 30, "windows": 2, "synthetic_n": 256, "data_root": "'$TRANSFERLAB_DATA'"}'
+  [ "$DEVICE" = cpu ] && SPEC=${SPEC/reduce-overhead/default}
+  TORCH_LOGS=recompiles,graph_breaks,cudagraphs timeout "${DIAGNOSE_S:-240}" $PY benchmarks/speed/run.py --_worker "$SPEC" \
+    > "$OUT/diagnose.log" 2>&1
+  echo "diagnose exit $? at $(elapsed) s; last lines:"; grep -v "^RESULT" "$OUT/diagnose.log" | tail -5
+  grep "^RESULT" "$OUT/diagnose.log" | cut -c1-300
+fi
+
 # --- 2. digits benchmark, full protocol ---------------------------------------------------------
 MPS=off
-if command -v nvidia-cuda-mps-control >/dev/null; then  # lets the parallel runs' small kernels overlap
+if want digits && command -v nvidia-cuda-mps-control >/dev/null; then  # lets the parallel runs' small kernels overlap
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
   mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
   if nvidia-cuda-mps-control -d && timeout 40 $PY -c "import torch; assert torch.ones(4, device='cuda').sum().item() == 4"; then
@@ -58,7 +73,7 @@ if command -v nvidia-cuda-mps-control >/dev/null; then  # lets the parallel runs
 fi
 echo "MPS: $MPS" | tee -a "$OUT/gpu.txt"
 LEFT=$(( T0 + TOTAL - 25 - $(date +%s) ))
-if [ "$LEFT" -gt 30 ]; then
+if want digits && [ "$LEFT" -gt 30 ]; then
   $PY benchmarks/digits/run.py --tasks mnist_usps usps_mnist mnist_mnist_m --seeds 0 1 2 --parallel "$PARALLEL" \
     --threads 1 --data-root "$TRANSFERLAB_DATA" --runs runs/bench_digits_gpu --results runs/bench_digits_gpu --time-limit "$LEFT" ${DIGITS_ARGS:-} 2>&1 \
     | tee "$OUT/digits.log"

@@ -260,7 +260,8 @@ def summarize_grid(rows: list[dict[str, Any]], runs: Sequence[str | Path], comma
             "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n_seeds": len(values), "values": values, "seeds": [m["seed"] for m in members],
             "iterations": t.iterations,
-            "pretraining": {label.split("+")[0]: sorted({m["pretrained_run"] for m in members})} if "+" in label else None,
+            "pretraining": {label.split("+")[0]: sorted({m["pretrained_run"] for m in members if "pretrained_run" in m})
+                            or [str(r) for r in runs]} if "+" in label else None,
             "device": members[0]["device"], "command": command, "date": dt.date.today().isoformat(),
         })
     scratch = {r["labels_per_class"]: r for r in records if r["method"] == "scratch"}
