@@ -99,3 +99,24 @@ def test_loader_stream_draws_the_same_batches_as_the_device_stream_and_resumes()
         assert torch.equal(next(resumed).x, want)
     assert isinstance(make_stream(ds, 64, seed=0, max_device_bytes=10), LoaderStream)
     assert isinstance(make_stream(ds, 64, seed=0), TensorStream)
+
+
+def test_pretransformed_stream_draws_the_same_batches():
+    """A deterministic transform applied to the whole set ahead gives exactly the batches that applying
+    it per batch gives (same order, same values, same channels-last layout), across an epoch boundary."""
+    from transferlab.data import make_stream
+
+    ds = load("digits_m", "train")
+    transform = ImageTransform(channels=1, size=16, mean=(0.5,), std=(0.25,))
+    per_batch = TensorStream(ds, 64, seed=5, transform=transform)
+    ahead = TensorStream(ds, 64, seed=5, transform=transform, pretransform=True)
+    assert ahead.transform is None and ahead.x.dtype == torch.float32 and ahead.x.shape[1:] == (1, 16, 16)
+    for _ in range(len(ds) // 64 + 3):
+        a, b = next(per_batch), next(ahead)
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+        assert b.x.is_contiguous(memory_format=torch.channels_last)
+    # make_stream applies it ahead when the result fits the budget, per batch otherwise
+    assert make_stream(ds, 64, seed=0, transform=transform).transform is None
+    assert make_stream(ds, 64, seed=0, transform=transform, max_pretransform_bytes=1000).transform is transform
+    with pytest.raises(ValueError, match="not marked deterministic"):
+        TensorStream(ds, 64, seed=0, transform=lambda x: x.float(), pretransform=True)
