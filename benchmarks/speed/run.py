@@ -404,7 +404,7 @@ def _records(spec: dict, result: dict | None, error: str | None, command: str, n
         "method": DIGITS[spec["case"]][1] if spec["case"] in DIGITS else "dann",
         "implementation": "reference" if reference else "transferlab engine",
         "case": spec["case"], "stage": stage, "n_seeds": 1,
-        "device": result["device"] if result else device_type, "device_type": device_type,
+        "device": result["device"] if result else _device_name(device_type), "device_type": device_type,
         "command": command, "date": today(), "precision": spec["precision"], "compile": spec["compile"],
         "batch_size": result["batch_size"] if result else spec["batch_size"],
         "backbone": result["backbone"] if result else ("lenet" if digits else "torchvision:resnet50"),
@@ -472,6 +472,15 @@ def sweep_record(runs: Path, wall_s: float | None, note: str, parallel: int | No
                  f"{parallel or '?'} at a time, {images:,} images in {wall_s:.0f} s wall (start-up and tail included)"
                  + (f"; {note}" if note else "")),
     }
+
+
+def _device_name(device_type: str) -> str:
+    """The card's (or CPU's) name for a failed measurement's record, as a successful one would give it."""
+    import torch
+
+    from transferlab.engine import device_description
+
+    return device_description(torch.device(device_type))
 
 
 def _merge(previous: list[dict], records: list[dict]) -> list[dict]:
