@@ -248,6 +248,9 @@ def test_source_selection_scores_and_task2vec_gain(source_models, tmp_path, caps
                 "scratch", "--seeds", "0", "1", "--set", "train.iterations=10", "--out", str(grid)]) == 0
     records = json.loads((grid / "results.json").read_text())
     assert {r["target"] for r in records} == {"digits"} and all("gain_vs_scratch" in r for r in records if r["method"] != "scratch")
+    # the same folder for another target would mix cells of two tasks: refused
+    assert cli(["grid", *source_models, "--target", "digits_m", "--labels-per-class", "3", "--out", str(grid)]) == 2
+    assert "holds grid cells on digits, not digits_m" in capsys.readouterr().err
     # scores on the target: the supervised candidates have source classifiers, so LEEP and NCE are computed too
     assert cli(["analyze", "scores", *source_models, "--target", "digits", "--accuracies-from", str(grid),
                 "--labels-per-class", "3", "--max-samples", "200", "--out", str(tmp_path / "s")]) == 0

@@ -205,6 +205,10 @@ def run_grid(runs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequenc
             if line.strip():
                 row = json.loads(line)
                 done[f"{row['label']}|{row['labels_per_class']}|{row['seed']}"] = row
+    wanted = downstream(read_run_config(runs[0]), target, runs[0]).train.name
+    other = sorted({row["target"] for row in done.values() if row.get("target", wanted) != wanted})
+    if other:  # cells are keyed by strategy, k and seed: another target's cells must not count as done
+        raise ConfigError(f"{out_dir} holds grid cells on {', '.join(other)}, not {wanted}; choose another --out")
     todo = [c for c in cells if c.key not in done]
     log(f"grid: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run ({jobs} at a time)")
     threads = worker_threads(jobs)
