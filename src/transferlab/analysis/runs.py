@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -195,12 +196,8 @@ def score_candidates(runs: Sequence[str | Path], accuracies: Sequence[float], *,
                "transrate": transrate(data["features"], data["labels"])}
         source_model = load_run(run, data_root).method
         if source_model.classifies():  # the source classifier's predictions, on the target images
-            source_model.eval()
-            device = next(source_model.parameters()).device
-            with torch.no_grad():
-                logits = torch.cat([source_model.predict(batch.x).float().cpu() for batch in iterate_batches(
-                    target_sample, 512, device=device, transform=experiment.transform)])
-            probs = torch.softmax(logits, dim=1).numpy()
+            logits = extract(SimpleNamespace(method=source_model, transform=experiment.transform), target_sample)["logits"]
+            probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
             row["leep"] = leep(probs, data["labels"])
             row["nce"] = nce(probs.argmax(axis=1), data["labels"])
         rows.append(row)
