@@ -57,6 +57,29 @@ def run_parallel(commands: list[list[str]], parallel: int, threads: int, log_dir
         return list(pool.map(one, enumerate(commands)))
 
 
+def timed_windows(advance, warmup: int, steps: int, windows: int, sync, images_per_step: int) -> dict:
+    """The speed benchmark's timing: ``advance(n)`` trains n steps. After ``warmup`` steps (compilation
+    happens there), ``steps`` timed steps are split into ``windows`` windows, each timed between
+    ``sync()`` calls (a device synchronisation on CUDA). Returns warm-up seconds and, per window,
+    ms/step, images/s and its step count."""
+    started = time.perf_counter()
+    if warmup > 0:
+        advance(warmup)
+    sync()
+    warmup_s = time.perf_counter() - started
+    windows = max(1, min(windows, steps))
+    sizes = [round(steps * (i + 1) / windows) - round(steps * i / windows) for i in range(windows)]
+    times = []
+    for n in sizes:
+        sync()
+        t0 = time.perf_counter()
+        advance(n)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return {"warmup_s": warmup_s, "step_ms": [1000 * t / n for t, n in zip(times, sizes)],
+            "imgs_per_s": [images_per_step * n / t for t, n in zip(times, sizes)], "window_steps": sizes}
+
+
 def summarize(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 

@@ -73,3 +73,13 @@ def test_sweep_throughput_counts_finished_and_stopped_runs(tmp_path):
     assert record["runs"] == 2 and record["runs_finished"] == 1 and record["parallel"] == 2
     with pytest.raises(SystemExit, match="sweep.json"):
         speed.sweep_record(tmp_path, None, "")
+
+
+def test_timed_windows_splits_the_timed_steps():
+    common = load(BENCH / "common.py", "bench_common")
+    calls, syncs = [], []
+    timing = common.timed_windows(calls.append, 3, 10, 4, lambda: syncs.append(1), images_per_step=256)
+    assert calls == [3, 2, 3, 3, 2] and timing["window_steps"] == [2, 3, 3, 2]  # warm-up, then 4 windows of 10
+    assert len(syncs) == 1 + 2 * 4 and len(timing["step_ms"]) == len(timing["imgs_per_s"]) == 4
+    for ms, rate, n in zip(timing["step_ms"], timing["imgs_per_s"], timing["window_steps"]):
+        assert rate == pytest.approx(256 * 1000 / ms)  # both from the same window time

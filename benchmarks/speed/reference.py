@@ -21,7 +21,6 @@ They report speed only; no accuracy is claimed for them.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -59,6 +58,7 @@ def worker(spec: dict) -> dict:
 
     import numpy as np
 
+    from common import timed_windows  # benchmarks/common.py (run.py puts benchmarks/ on the path)
     from transferlab.engine import device_description
 
     torch.manual_seed(0)
@@ -148,21 +148,8 @@ def worker(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    started = time.perf_counter()
-    for _ in range(spec["warmup"]):
-        train_step()
-    sync()
-    warmup_s = time.perf_counter() - started
-    windows = max(1, min(spec["windows"], spec["steps"]))
-    sizes = [round(spec["steps"] * (i + 1) / windows) - round(spec["steps"] * i / windows) for i in range(windows)]
-    times = []
-    for n in sizes:
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            train_step()
-        sync()
-        times.append(time.perf_counter() - t0)
+    timing = timed_windows(lambda n: [train_step() for _ in range(n)], spec["warmup"], spec["steps"],
+                           spec["windows"], sync, 2 * batch)
     if device.type == "cuda":
         peak, mem_method = torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
     else:
@@ -170,11 +157,8 @@ def worker(spec: dict) -> dict:
 
         peak, mem_method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (ru_maxrss)"
     return {
-        "step_ms": [1000 * t / s for t, s in zip(times, sizes)],
-        "imgs_per_s": [2 * batch * s / t for t, s in zip(times, sizes)],
-        "window_steps": sizes, "peak_mem_mb": peak, "peak_mem_total_mb": peak,
-        "mem_method": mem_method,
-        "warmup_s": warmup_s, "device": device_description(device), "device_type": device.type,
+        **timing, "peak_mem_mb": peak, "peak_mem_total_mb": peak, "mem_method": mem_method,
+        "device": device_description(device), "device_type": device.type,
         "batch_size": batch, "backbone": config.model.backbone, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "dynamo": {}, "final_step": step,
     }

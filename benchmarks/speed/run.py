@@ -44,7 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import this_command, today, write_results  # noqa: E402
+from common import this_command, timed_windows, today, write_results  # noqa: E402
 
 DIGITS = {  # case -> (config, method name, extra overrides, stage label)
     "digits_dann": ("mnist_usps_dann.yaml", "dann", [], None),
@@ -197,38 +197,19 @@ def worker(spec: dict) -> dict:
         if trainer.device.type == "cuda":
             torch.cuda.synchronize(trainer.device)
 
-    started = time.perf_counter()
-    if spec["warmup"] > 0:  # fit(stop_at=0) would mean "no limit"
-        trainer.fit(stop_at=spec["warmup"])
-    sync()
-    warmup_s = time.perf_counter() - started
-
-    windows = max(1, min(spec["windows"], spec["steps"]))
-    bounds = [spec["warmup"] + round(spec["steps"] * (i + 1) / windows) for i in range(windows)]
-    times, sizes = [], []
-    for stop in bounds:
-        first = trainer.step
-        sync()
-        t0 = time.perf_counter()
-        trainer.fit(stop_at=stop)
-        sync()
-        times.append(time.perf_counter() - t0)
-        sizes.append(trainer.step - first)
+    timing = timed_windows(lambda n: trainer.fit(stop_at=trainer.step + n), spec["warmup"], spec["steps"],
+                           spec["windows"], sync, 2 * config.data.batch_size)
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated(trainer.device) / 2**20
         peak_total_mb = peak_mb
     else:
         peak_total_mb = _cpu_peak_mb(mem_method)
         peak_mb = peak_total_mb - baseline_mb
-    images_per_step = 2 * config.data.batch_size
     return {
-        "step_ms": [1000 * t / s for t, s in zip(times, sizes)],
-        "imgs_per_s": [images_per_step * s / t for t, s in zip(times, sizes)],
-        "window_steps": sizes,
+        **timing,
         "peak_mem_mb": peak_mb,
         "peak_mem_total_mb": peak_total_mb,
         "mem_method": mem_method,
-        "warmup_s": warmup_s,
         "device": device_description(trainer.device),
         "device_type": trainer.device.type,
         "batch_size": config.data.batch_size,
