@@ -32,9 +32,10 @@ def test_run_parallel_stops_at_the_deadline(tmp_path):
     assert (tmp_path / "logs" / "000.log").read_text().startswith(sys.executable)
 
 
-def fake_run(folder: Path, seed: int, acc: float | None, iterations: int, steps: int, device: str = "NVIDIA H100") -> None:
+def fake_run(folder: Path, seed: int, acc: float | None, iterations: int, steps: int, device: str = "NVIDIA H100",
+             cuda_graph: bool = False) -> None:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"seed": seed, "train": {"iterations": iterations},
+    (folder / "config.json").write_text(json.dumps({"seed": seed, "train": {"iterations": iterations, "cuda_graph": cuda_graph},
                                                     "data": {"batch_size": 128}, "model": {"backbone": "lenet"}}))
     if acc is None:  # stopped: only its metrics log says how far it got
         (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "kind": "train"}) + "\n"
@@ -51,14 +52,20 @@ def test_digits_aggregate_over_gpu_and_cpu_folders(tmp_path):
         fake_run(gpu / "mnist_usps" / "adda" / f"seed{seed}", seed, acc, 10_000, 10_000)
         fake_run(cpu / "mnist_usps" / "adda" / f"seed{seed}", seed, acc - 5, 2000, 2000, device="cpu")
     fake_run(gpu / "mnist_usps" / "mcd" / "seed0", 0, None, 10_000, 8400)  # stopped: not a result
-    for d in (gpu, cpu):
+    graph = tmp_path / "graph"
+    for seed, acc in enumerate([91.0, 93.0, 95.0]):
+        fake_run(graph / "mnist_usps" / "adda" / f"seed{seed}", seed, acc, 10_000, 10_000, cuda_graph=True)
+    for d in (gpu, cpu, graph):
         (d / "mnist_usps" / "command.txt").write_text(f"python benchmarks/digits/run.py --runs {d}\n")
-    digits.aggregate([gpu, cpu], tmp_path / "out")
+    digits.aggregate([gpu, cpu, graph], tmp_path / "out")
     records = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [(r["method"], r["iterations"]) for r in records] == [("adda", 10_000), ("adda", 2000)]
+    assert [(r["method"], r["iterations"], r["engine"]) for r in records] == [
+        ("adda", 10_000, "eager"), ("adda", 10_000, "CUDA graph"), ("adda", 2000, "eager")]
+    assert records[1]["mean"] == 93.0 and records[1]["std"] == 2.0
+    assert "| CUDA graph |" in (tmp_path / "out" / "results.md").read_text()
     full = records[0]
     assert full["mean"] == 93.0 and full["std"] == 1.0 and full["n_seeds"] == 3
-    assert full["protocol"] == "full (10,000 iterations)" and records[1]["protocol"].startswith("shortened")
+    assert full["protocol"] == "full (10,000 iterations)" and records[2]["protocol"].startswith("shortened")
     assert {p["source"] for p in full["published"]} == {"TLlib", "ADDA paper"}
     assert full["command"] == f"python benchmarks/digits/run.py --runs {gpu}"
 

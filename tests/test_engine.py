@@ -97,6 +97,23 @@ def test_metrics_log_grl_lambda_and_lr(tmp_path):
     assert {"cls_loss", "transfer_loss", "domain_acc"} <= set(records[0])
 
 
+def test_a_run_saved_before_an_option_existed_still_resumes(tmp_path):
+    """config.json of a run started by an older version lacks options added since (e.g. train.cuda_graph);
+    resolved with their defaults it is the same config, so --resume continues it."""
+    config = tiny_config("dann", iterations=8, train={"checkpoint_every": 4})
+    from transferlab.engine import prepare_run_dir
+
+    prepare_run_dir(tmp_path / "run", config.to_dict(), resume=False, overwrite=False)
+    assert build(config).trainer(tmp_path / "run", progress=False).fit(stop_at=4)["stopped_early"]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["train"]["cuda_graph"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    assert train(config, tmp_path / "run", resume=True, progress=False)["step"] == 8
+    changed = tiny_config("dann", iterations=8, train={"checkpoint_every": 4, "cudnn_benchmark": True})
+    with pytest.raises(CheckpointError, match="sections differ: train"):
+        train(changed, tmp_path / "run", resume=True, progress=False)
+
+
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     from transferlab.engine import TrainingDiverged
 
@@ -137,6 +154,29 @@ def test_fused_optimizer_and_resume_across_implementations(tmp_path):
     trainer = build(config).trainer(run, progress=False, resume=True)
     result = trainer.fit()
     assert result["step"] == 10 and not trainer.optimizers["main"].param_groups[0].get("fused")
+
+
+def test_fused_resume_restores_the_parameters_memory_layout(tmp_path, monkeypatch):
+    """CUDA runs use fused optimizers and channels_last conv weights; a checkpoint stores the momentum buffers
+    contiguous. The fused kernels treat parameter, gradient and buffer as flat memory, so the loaded buffers
+    must get the parameters' layout back, or the resumed run drifts from the uninterrupted one."""
+    import transferlab.engine.trainer as engine
+    from transferlab.engine import prepare_run_dir
+
+    build_fused = engine.build_optimizer
+    monkeypatch.setattr(engine, "build_optimizer", lambda *a, **k: build_fused(*a, **{**k, "fused": True}))
+    config = tiny_config("dann", iterations=8, train={"checkpoint_every": 5})
+    full = build(config).trainer(None, progress=False)
+    full.fit()
+    prepare_run_dir(tmp_path / "run", config.to_dict(), resume=False, overwrite=False)
+    assert build(config).trainer(tmp_path / "run", progress=False).fit(stop_at=6)["stopped_early"]
+    resumed = build(config).trainer(tmp_path / "run", progress=False, resume=True)
+    resumed.fit()
+    conv = resumed.method.encoder.backbone.conv[0].weight
+    assert resumed.optimizers["main"].param_groups[0]["fused"]
+    assert not conv.is_contiguous() and resumed.optimizers["main"].state[conv]["momentum_buffer"].stride() == conv.stride()
+    for (name, a), b in zip(full.method.state_dict().items(), resumed.method.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_image_transform_makes_its_constants_once():

@@ -25,7 +25,7 @@ already in RAM then, so they are excluded): the kernel's peak-RSS counter is res
 Every (case, precision, compile) combination runs in its own Python process, so peak memory,
 compilation caches and dynamo state never leak from one measurement into the next.
 
-    python benchmarks/speed/run.py --device cuda --precision fp32 bf16 --compile none default reduce-overhead
+    python benchmarks/speed/run.py --device cuda --precision fp32 bf16 --compile none default reduce-overhead cuda-graph
     python benchmarks/speed/run.py --device cpu --steps 20 --warmup 5 --resnet-steps 5 --resnet-warmup 1
 """
 
@@ -60,6 +60,7 @@ REFERENCES = {  # case -> what it is (benchmarks/speed/reference.py)
                        "transforms, DataLoader with 2 workers), same step eager (not the library's engine)",
 }
 CASES = list(DIGITS) + ["resnet50_dann"] + list(REFERENCES)
+GRAPH = "cuda-graph"  # a --compile value: the engine's whole-step CUDA graph (train.cuda_graph), no torch.compile
 SYNTHETIC = "synthetic224"
 SYNTHETIC_DESCRIPTION = "benchmark-only: random uint8 224x224 RGB images, random labels (31 classes)"
 
@@ -137,8 +138,10 @@ def _register_synthetic(n: int) -> None:
 def _config(spec: dict):
     from transferlab.config import load_config
 
+    graph = spec["compile"] == GRAPH
     common = ["train.eval_every=0", "train.checkpoint_every=0", "train.iterations=10000",
-              f"train.precision={spec['precision']}", f"train.compile={spec['compile']}",
+              f"train.precision={spec['precision']}", f"train.compile={'none' if graph else spec['compile']}",
+              f"train.cuda_graph={str(graph).lower()}",
               f"train.device={spec['device']}", f"data.batch_size={spec['batch_size']}"]
     if spec["case"] in DIGITS:
         name, _, extra, _ = DIGITS[spec["case"]]
@@ -216,7 +219,8 @@ def worker(spec: dict) -> dict:
         "backbone": config.model.backbone,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "dynamo": _dynamo_stats() if spec["compile"] != "none" else {},
+        "dynamo": _dynamo_stats() if spec["compile"] not in ("none", GRAPH) else {},
+        "graphs_captured": len(trainer._graphs) if trainer._graphs else 0,
         "final_step": trainer.step,
     }
 
@@ -258,7 +262,8 @@ def main() -> None:
                         help="precisions for resnet50_dann")
     parser.add_argument("--digits-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                         help="precisions for the LeNet digits cases (default fp32 only, to keep GPU sessions short)")
-    parser.add_argument("--compile", nargs="+", default=["none"], choices=["none", "default", "reduce-overhead"])
+    parser.add_argument("--compile", nargs="+", default=["none"], choices=["none", "default", "reduce-overhead", GRAPH],
+                        help=f"torch.compile modes, and {GRAPH}: the engine's whole-step CUDA graph (train.cuda_graph)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data-root", help="prepared data (mnist, usps); default $TRANSFERLAB_DATA")
     parser.add_argument("--case-timeout", type=float, default=600, help="seconds per measurement process")
@@ -324,9 +329,11 @@ def main() -> None:
         warmup = args.warmup if digits else (args.resnet_warmup if args.resnet_warmup is not None else min(args.warmup, 20))
         for precision in precisions:
             for mode in args.compile:
-                if mode == "reduce-overhead" and device_type != "cuda":
-                    skipped.append((case, precision, mode, "reduce-overhead uses CUDA graphs; meaningless on CPU"))
+                if mode in ("reduce-overhead", GRAPH) and device_type != "cuda":
+                    skipped.append((case, precision, mode, f"{mode} uses CUDA graphs; meaningless on CPU"))
                     continue
+                if mode == GRAPH and case in REFERENCES:
+                    continue  # the references are plain loops: train.cuda_graph is the engine's
                 plan.append({"case": case, "precision": precision, "compile": mode, "device": args.device,
                              "batch_size": 128 if digits else args.resnet_batch, "steps": steps, "warmup": warmup,
                              "windows": args.windows, "synthetic_n": max(args.synthetic_n, args.resnet_batch), "data_root": data_root_arg})
@@ -376,6 +383,8 @@ def _records(spec: dict, result: dict | None, error: str | None, command: str, n
         d = result["dynamo"]
         notes.append(f"dynamo: {d['unique_graphs']} graphs, {d['graph_breaks']} graph breaks"
                      + (f", {d['recompiles']} recompiles" if d.get("recompiles") is not None else ""))
+    if result and spec["compile"] == GRAPH:
+        notes.append(f"whole-step CUDA graph (train.cuda_graph): {result.get('graphs_captured', 0)} graph(s) captured")
     if error:
         notes.append(f"FAILED: {error}")
     if note:

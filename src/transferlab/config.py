@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from .errors import ConfigError
 from .registry import closest
@@ -102,6 +102,18 @@ class TrainConfig(_Strict):
     timm's and TLlib's scripts switch on). Off by default: the measured GPU figures were taken without it, and
     the one run with it (ResNet-50 on a freshly started H100) spent over 45 s in warm-up. Ignored when
     ``deterministic`` is set."""
+    cuda_graph: bool = False
+    """On CUDA, capture the whole training step (forward, backward, every optimizer step) as one CUDA graph
+    after a few eager warm-up steps, and replay it each iteration: one launch per step instead of hundreds,
+    for small models bound by per-step overhead. Needs batches of fixed shape, one process, and
+    ``compile: none``. Ignored (with a warning) on CPU. See ``transferlab.engine.graphs``."""
+
+    @model_validator(mode="after")
+    def _graph_without_compile(self) -> "TrainConfig":
+        if self.cuda_graph and self.compile != "none":
+            raise ValueError(f"train.cuda_graph captures the eager step itself; it cannot be combined with "
+                             f"train.compile: {self.compile}. Set train.compile: none (or train.cuda_graph: false)")
+        return self
 
 
 class TransferConfig(_Strict):
@@ -183,6 +195,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
             lines.append(f"{key}: unknown key.{closest(str(loc[-1]), valid)} Valid keys here: {', '.join(valid)}")
         elif error["type"] == "missing":
             lines.append(f"{key}: required but missing")
+        elif error["type"] == "value_error" and isinstance(error.get("input"), dict):  # a rule across keys
+            lines.append(f"{key}: {error.get('ctx', {}).get('error', error['msg'])}")
         else:
             got = error.get("input")
             lines.append(f"{key}: {error['msg']} (got {got!r})")

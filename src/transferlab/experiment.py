@@ -34,7 +34,8 @@ class Experiment:
     test: ArrayDataset | None
     transform: Any
 
-    def trainer(self, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False) -> Trainer:
+    def trainer(self, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
+                **engine_options: Any) -> Trainer:
         c = self.config
         labelled = self.source if self.method.inputs.get("source") else None
         batch_size = min(c.data.batch_size, len(labelled)) if labelled is not None else c.data.batch_size
@@ -44,7 +45,16 @@ class Experiment:
             transform=self.transform,
             train=c.train, optim=c.optim, batch_size=batch_size, eval_batch_size=c.data.eval_batch_size,
             seed=c.seed, out_dir=out_dir, backbone_lr_scale=c.model.backbone_lr_scale, progress=progress, resume=resume,
+            **engine_options,
         )
+
+
+def _resolved(raw: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.json as this version resolves it (options added since then at their defaults)."""
+    try:
+        return validate(raw).to_dict()
+    except ConfigError:
+        return raw
 
 
 def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> ArrayDataset:
@@ -172,7 +182,7 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
     experiment = build(config, data_root)  # data and model problems surface before anything is written
     trainer = experiment.trainer(out_dir, progress=progress)
     if out_dir is not None:
-        trainer.prepare_run(config.to_dict(), resume=resume, overwrite=overwrite)
+        trainer.prepare_run(config.to_dict(), resume=resume, overwrite=overwrite, normalize=_resolved)
     result = trainer.fit()
     task = config.data.source.name + (f"->{config.data.target.name}" if config.data.target is not None else "")
     return {"method": config.method_config().name, "task": task, **result}

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,9 @@ def flatten_optimizer(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict
                 tensors[f"{name}/{index}/{key}"] = value
             else:
                 plain.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "plain": plain}
+    groups = [{k: v.item() if isinstance(v, torch.Tensor) else v for k, v in group.items()}  # tensor lr (graph mode)
+              for group in state["param_groups"]]
+    return tensors, {"param_groups": groups, "plain": plain}
 
 
 def unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> dict:
@@ -163,11 +165,14 @@ class CheckpointManager:
 # --- run directories -------------------------------------------------------------------------------
 
 
-def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool) -> bool:
+def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool,
+                    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bool:
     """Make ``out`` ready for a run; returns True when an earlier run there should be resumed.
 
     A folder that already holds a run is refused unless ``resume`` (same config required) or
     ``overwrite`` (the old run is deleted) is given, so a typo never clobbers finished work.
+    ``normalize`` resolves the saved config as the current version would (an option added since the
+    run started takes its default), so such a run still resumes.
     """
     saved = out / "config.json"
     if out.exists() and not out.is_dir():
@@ -177,6 +182,8 @@ def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrit
             shutil.rmtree(out)
         elif resume:
             previous = json.loads(saved.read_text())
+            if normalize is not None:
+                previous = normalize(previous)
             if previous != config:
                 changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
                 raise CheckpointError(

@@ -20,6 +20,7 @@ import signal
 import threading
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..data.streams import iterate_batches, make_stream
 from ..errors import TransferlabError
 from ..methods.base import Method, OptimizerRequest
 from ..schedules import Constant, CosineDecay, InverseDecay, Schedule
+from . import graphs
 from .checkpoint import CheckpointManager, atomic_write_json, prepare_run_dir, flatten_optimizer, save_tensors, unflatten_optimizer
 from .metrics import MetricsLog
 
@@ -70,9 +72,20 @@ def optimizer_config(base: OptimConfig, overrides: dict[str, Any]) -> OptimConfi
 
 
 def build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: Callable[[nn.Parameter], float],
-                    fused: bool = False) -> torch.optim.Optimizer:
+                    fused: bool = False, graph: bool = False) -> torch.optim.Optimizer:
     """The optimizer a method asked for. ``fused=True`` (the trainer passes it on CUDA) takes PyTorch's fused
-    single-kernel implementation, falling back to the multi-tensor (foreach) one where it is unavailable."""
+    single-kernel implementation, falling back to the multi-tensor (foreach) one where it is unavailable.
+
+    ``graph=True`` (whole-step CUDA graphs) needs the fused implementation, with Adam/AdamW ``capturable``
+    (its step counts stay on the device); the engine then gives each group a tensor learning rate."""
+    if graph:
+        extra = {"fused": True} if (optimizer_config(base, request.overrides).name == "sgd") else \
+            {"fused": True, "capturable": True}
+        try:
+            return _build_optimizer(request, base, lr_scale_for, extra)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise TransferlabError(f"train.cuda_graph needs PyTorch's fused optimizers, which refused here ({exc}); "
+                                   f"set train.cuda_graph: false") from None
     if fused:
         try:
             return _build_optimizer(request, base, lr_scale_for, {"fused": True})
@@ -102,6 +115,16 @@ def lr_schedule(cfg: OptimConfig) -> Schedule:
     if cfg.lr_schedule == "inverse":
         return InverseDecay(cfg.lr_gamma, cfg.lr_power)
     return CosineDecay() if cfg.lr_schedule == "cosine" else Constant(1.0)
+
+
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state (momentum, Adam moments) its parameter's memory layout. A checkpoint stores
+    tensors contiguous, but a convnet's weights are channels_last; the fused kernels walk parameter, gradient
+    and state as flat memory, so a state tensor laid out differently would be updated element-for-wrong-element."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 class _SigtermFlag:
@@ -137,10 +160,12 @@ class _Context:
     def backward_and_step(self, loss: torch.Tensor, *optimizers: str) -> None:
         self.trainer._backward_and_step(loss, optimizers)
 
-    def scalar(self, name: str, schedule: Schedule) -> float:
+    def scalar(self, name: str, schedule: Schedule) -> float | torch.Tensor:
         value = float(schedule(self.progress))
         self.scalars[name] = value
-        return value
+        if self.trainer._graphs is None:
+            return value
+        return self.trainer._graph_scalar(name, schedule, value)  # a device tensor the engine updates per step
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.trainer.world == 1 else _GatherWithGrad.apply(tensor)
@@ -180,7 +205,7 @@ class Trainer:
                  train: TrainConfig | None = None, optim: OptimConfig | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, seed: int = 0, out_dir: str | Path | None = None,
                  backbone_lr_scale: float = 1.0, progress: bool = True, resume: bool = False,
-                 max_device_bytes: int = 2 << 30) -> None:
+                 max_device_bytes: int = 2 << 30, _emulate_graphs: bool = False) -> None:
         from accelerate import PartialState
 
         self.cfg = train or TrainConfig()
@@ -232,9 +257,10 @@ class Trainer:
         backbone_params = {id(p) for name, m in method.named_modules() if name.split(".")[-1] == "backbone"
                            for p in m.parameters()}
         requests = method.optimizers()
+        graph = self.cfg.cuda_graph and (self.device.type == "cuda" or _emulate_graphs)
         self.optimizers = {
             name: build_optimizer(req, self.optim_cfg, lambda p: backbone_lr_scale if id(p) in backbone_params else 1.0,
-                                  fused=self.device.type == "cuda")
+                                  fused=self.device.type == "cuda", graph=graph)
             for name, req in requests.items()
         }
         # Each optimizer anneals by its own schedule (a method may override it, e.g. ADDA's constant-lr Adam).
@@ -243,6 +269,7 @@ class Trainer:
         self._params_of = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
         self.autocast_dtype = torch.bfloat16 if self.cfg.precision == "bf16" else None
         self._cuda_graphs = self.cfg.compile == "reduce-overhead" and self.device.type == "cuda"
+        self._setup_graphs(_emulate_graphs)
         if self.cfg.compile != "none":
             for child in self.method.children():
                 child.compile(mode=None if self.cfg.compile == "default" else self.cfg.compile)
@@ -276,15 +303,82 @@ class Trainer:
         for tensor in tensors:
             dist.broadcast(tensor.data, src=0)
 
-    def _autocast(self):
+    def _autocast(self, cache: bool = True):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                              enabled=self.autocast_dtype is not None)
+                              enabled=self.autocast_dtype is not None, cache_enabled=cache)
 
-    def prepare_run(self, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False) -> bool:
+    # --- whole-step CUDA graphs (engine/graphs.py) --------------------------------------------------
+    def _setup_graphs(self, emulate: bool) -> None:
+        """``self._graphs`` is ``None`` (eager) or the captured step of each phase (see engine/graphs.py)."""
+        self._graphs: dict[Any, graphs.CapturedStep | None] | None = None
+        if not self.cfg.cuda_graph:
+            return
+        if self.device.type != "cuda" and not emulate:
+            warnings.warn("train.cuda_graph is ignored on CPU: training runs eagerly", stacklevel=3)
+            return
+        if not self.method.graph_capturable:
+            raise TransferlabError(f"{self.method.hparams.name}'s update cannot be captured as one CUDA graph "
+                                   f"({self.method.graph_capturable_why or 'it decides on the host per step'}); "
+                                   f"set train.cuda_graph: false")
+        if self.world > 1:
+            raise TransferlabError("train.cuda_graph runs on one process; under torchrun/accelerate launch set "
+                                   "train.cuda_graph: false (or run one process per seed, e.g. benchmarks' --parallel)")
+        self._graphs, self._emulate = {}, emulate
+        self._warm: dict[Any, int] = {}
+        self._scalar_tensors: dict[str, tuple[Schedule, torch.Tensor]] = {}
+        self._side_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._tensor_lrs()
+
+    def _tensor_lrs(self) -> None:
+        """Give every optimizer group a device tensor learning rate, updated in place each step."""
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                if not isinstance(group["lr"], torch.Tensor):
+                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=self.device)
+
+    def _graph_scalar(self, name: str, schedule: Schedule, value: float) -> torch.Tensor:
+        if name not in self._scalar_tensors:
+            if graphs.capturing(self.device):
+                raise TransferlabError(f"ctx.scalar({name!r}) was first asked for while the step was being captured; "
+                                       f"a method must ask for the same scalars in every step of a phase")
+            self._scalar_tensors[name] = (schedule, torch.full((), value, dtype=torch.float32, device=self.device))
+        return self._scalar_tensors[name][1]
+
+    def _graph_step(self, batches: list, ctx: _Context) -> dict[str, torch.Tensor]:
+        """Warm up eagerly, capture, or replay the step of the current phase."""
+        for schedule, tensor in self._scalar_tensors.values():  # outside any graph: the new step's values
+            tensor.fill_(float(schedule(ctx.progress)))
+        phase = self.method.graph_phase(ctx)
+        captured = self._graphs.get(phase)
+        if captured is None and self._warm.get(phase, 0) < graphs.WARMUP_STEPS:
+            self._warm[phase] = self._warm.get(phase, 0) + 1
+            with graphs.side_stream(self._side_stream), self._autocast(cache=False):
+                return self.method.update(*batches, ctx)
+        if captured is None:
+            def run(static: list) -> dict[str, torch.Tensor]:
+                with self._autocast(cache=False):
+                    return self.method.update(*static, ctx)
+
+            try:
+                captured = graphs.CapturedStep(run, batches, list(self._scalar_tensors), emulate=self._emulate)
+            except TransferlabError:
+                raise
+            except RuntimeError as exc:
+                raise TransferlabError(
+                    f"capturing {self.method.hparams.name}'s step {self.step} as a CUDA graph failed: "
+                    f"{str(exc).splitlines()[0]}. Its update must not read tensor values on the host (.item(), "
+                    f"printing, data-dependent shapes); set train.cuda_graph: false"
+                ) from None
+            self._graphs[phase] = captured
+        ctx.scalars.update({name: float(self._scalar_tensors[name][0](ctx.progress)) for name in captured.scalars})
+        return captured.replay(batches)
+
+    def prepare_run(self, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
+                    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bool:
         """Make ``out_dir`` ready (rank 0 only, then a barrier); True when an earlier run will be resumed."""
         resume_run = False
         if self.is_main:
-            resume_run = prepare_run_dir(self.out_dir, config, resume=resume, overwrite=overwrite)
+            resume_run = prepare_run_dir(self.out_dir, config, resume=resume, overwrite=overwrite, normalize=normalize)
         self.state.wait_for_everyone()
         if not self.is_main:  # rank 0 decided; a missing checkpoint simply means a fresh start
             resume_run = resume
@@ -360,6 +454,11 @@ class Trainer:
                     if key in current:
                         group[key] = current[key]
             optimizer.load_state_dict(saved)
+            _match_param_layout(optimizer)
+        if self._graphs is not None:  # new optimizer state tensors: capture again after a warm-up
+            self._tensor_lrs()
+            self._graphs.clear()
+            self._warm.clear()
         for name, stream in self.streams.items():
             stream.load_state_dict(state["streams"][name])
         rng = load_tensors(path / "rng.safetensors")
@@ -433,20 +532,28 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         while self.step < min(total, stop_at or total):
             progress = self.step / total
+            lrs = {}
             for name, optimizer in self.optimizers.items():
                 factor = self.lr_schedules[name](progress)
                 for group in optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * factor
+                    if isinstance(group["lr"], torch.Tensor):  # graph mode: updated in place, read by the graph
+                        group["lr"].fill_(group["initial_lr"] * factor)
+                    else:
+                        group["lr"] = group["initial_lr"] * factor
+                lrs[f"lr/{name}" if len(self.optimizers) > 1 else "lr"] = optimizer.param_groups[0]["initial_lr"] * factor
             ctx = _Context(self, self.step, total, progress)
             if self._cuda_graphs:  # a new step: CUDA-graph outputs of the last one may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
             batches = [next(stream) for stream in self.streams.values()]
-            with self._autocast():
-                losses = self.method.update(*batches, ctx)
+            if self._graphs is not None:
+                losses = self._graph_step(batches, ctx)
+            else:
+                with self._autocast():
+                    losses = self.method.update(*batches, ctx)
             for key, value in losses.items():  # stays on the device: no host sync inside the step
-                running[key] = running[key] + value.detach().float() if key in running else value.detach().float()
-            scalars = {**ctx.scalars, **{f"lr/{name}" if len(self.optimizers) > 1 else "lr": opt.param_groups[0]["lr"]
-                                         for name, opt in self.optimizers.items()}}
+                value = value.detach().float()  # (a replayed graph's outputs are overwritten by the next replay)
+                running[key] = running[key] + value if key in running else value.clone()
+            scalars = {**ctx.scalars, **lrs}
             n_running += 1
             self.step += 1
             bar.update(1)
@@ -479,6 +586,7 @@ class Trainer:
             "steps_per_s": (self.step - start_step) / elapsed if elapsed > 0 else None,
             "device": device_description(self.device),
             "world_size": self.world,
+            "cuda_graph": self._graphs is not None,  # whether the steps ran as CUDA graphs (not only asked for)
         }
         if self.out_dir is not None and self.is_main:
             save_tensors(self.out_dir / "model.safetensors", self.method.state_dict())

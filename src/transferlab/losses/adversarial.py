@@ -45,7 +45,7 @@ class DomainAdversarialLoss(nn.Module):
         super().__init__()
         self.discriminator = discriminator
 
-    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, grl_coeff: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, grl_coeff: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.discriminator(reverse_gradient(torch.cat([f_s, f_t]), grl_coeff))
         logit_s, logit_t = logits.split([len(f_s), len(f_t)])
         return binary_domain_loss(logit_s, logit_t)
@@ -93,7 +93,7 @@ class ConditionalDomainAdversarialLoss(nn.Module):
         self.entropy_conditioning = entropy_conditioning
 
     def forward(self, logits_s: torch.Tensor, f_s: torch.Tensor, logits_t: torch.Tensor, f_t: torch.Tensor,
-                grl_coeff: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                grl_coeff: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         logits = torch.cat([logits_s, logits_t])
         g = F.softmax(logits.float(), dim=1).detach().to(f_s.dtype)
         h = self.multilinear(torch.cat([f_s, f_t]), g)

@@ -60,8 +60,14 @@ class ADDA(Method):
             "discriminator": OptimizerRequest([(self.discriminator.parameters(), 1.0)], adversarial),
         }
 
+    def _stage_2_start(self, total_steps: int) -> int:
+        return math.ceil(self.hparams.pretrain_fraction * total_steps)
+
+    def graph_phase(self, ctx):
+        return ctx.step >= self._stage_2_start(ctx.total_steps)  # stage 1, stage 2
+
     def update(self, source, target, ctx):
-        stage_2_start = math.ceil(self.hparams.pretrain_fraction * ctx.total_steps)
+        stage_2_start = self._stage_2_start(ctx.total_steps)
         if ctx.step < stage_2_start:
             loss = F.cross_entropy(self.head(self.encoder(source.x)).float(), source.y)
             ctx.backward_and_step(loss, "source")

@@ -88,6 +88,12 @@ class Method(nn.Module):
     transfer protocol take ``{"source": True}``; self-supervised pretraining takes ``{"source": False}``
     (the unlabelled data of self-taught learning is its source)."""
 
+    graph_capturable: ClassVar[bool] = True
+    """Whether ``update`` can be recorded once as a CUDA graph and replayed (``train.cuda_graph``): it must
+    not read tensor values on the host, and its Python path may change only between phases
+    (:meth:`graph_phase`)."""
+    graph_capturable_why: ClassVar[str] = ""
+
     def __init__(self, encoder: nn.Module, num_classes: int, *, input_spec: InputSpec | None = None,
                  **hparams: Any) -> None:
         super().__init__()
@@ -129,6 +135,12 @@ class Method(nn.Module):
     def classifies(cls) -> bool:
         """Whether the method has a classifier (``predict``) to evaluate."""
         return cls.predict is not Method.predict
+
+    def graph_phase(self, ctx: StepContext) -> Any:
+        """Under ``train.cuda_graph`` the engine captures ``update`` once per phase and replays it; a method whose
+        ``update`` takes another Python path from some step on returns a different value from then on
+        (ADDA: stage 1, stage 2). Default: one phase."""
+        return None
 
     def optimizers(self) -> dict[str, OptimizerRequest]:
         """Named optimizers. Default: one optimizer ``main`` over every parameter."""

@@ -29,6 +29,8 @@ class SimCLR(Method):
     """NT-Xent between projections of two random views of each unlabelled image (Chen et al. 2020)."""
 
     inputs = {"source": False}
+    graph_capturable = False
+    graph_capturable_why = "its Kornia views pick which samples to augment on the host"
 
     class Config(MethodConfig):
         temperature: PositiveFloat = 0.5

@@ -13,7 +13,7 @@ from torch import nn
 
 class _ReverseGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, coeff: float | torch.Tensor) -> torch.Tensor:
         ctx.coeff = coeff
         return x.view_as(x)
 
@@ -22,8 +22,12 @@ class _ReverseGrad(torch.autograd.Function):
         return grad_output.neg() * ctx.coeff, None
 
 
-def reverse_gradient(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
-    """Identity forward; multiplies the incoming gradient by ``-coeff`` backward."""
+def reverse_gradient(x: torch.Tensor, coeff: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Identity forward; multiplies the incoming gradient by ``-coeff`` backward. ``coeff`` is a number, or
+    a 0-dim tensor on ``x``'s device (what the engine passes when it replays a captured CUDA graph, so the
+    value can change between replays)."""
+    if isinstance(coeff, torch.Tensor):
+        return _ReverseGrad.apply(x, coeff.detach())
     return _ReverseGrad.apply(x, float(coeff))
 
 
@@ -31,5 +35,5 @@ class GradientReversal(nn.Module):
     """Module form of :func:`reverse_gradient`; the coefficient λ is passed at call time, taken from a
     :class:`~transferlab.schedules.Schedule` by the method, so there is no hidden step counter."""
 
-    def forward(self, x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, coeff: float | torch.Tensor = 1.0) -> torch.Tensor:
         return reverse_gradient(x, coeff)
