@@ -90,3 +90,12 @@ def test_timed_windows_splits_the_timed_steps():
     assert len(syncs) == 1 + 2 * 4 and len(timing["step_ms"]) == len(timing["imgs_per_s"]) == 4
     for ms, rate, n in zip(timing["step_ms"], timing["imgs_per_s"], timing["window_steps"]):
         assert rate == pytest.approx(256 * 1000 / ms)  # both from the same window time
+
+
+def test_speed_cuda_graph_case_runs_the_engine_graph_without_compile():
+    speed = load(BENCH / "speed" / "run.py", "bench_speed")
+    spec = {"case": "digits_dann", "precision": "fp32", "compile": speed.GRAPH, "device": "cpu", "batch_size": 128}
+    config = speed._config(spec)
+    assert config.train.cuda_graph and config.train.compile == "none"
+    eager = speed._config({**spec, "compile": "none"})
+    assert not eager.train.cuda_graph and eager.train.compile == "none"
