@@ -99,3 +99,15 @@ def test_speed_cuda_graph_case_runs_the_engine_graph_without_compile():
     assert config.train.cuda_graph and config.train.compile == "none"
     eager = speed._config({**spec, "compile": "none"})
     assert not eager.train.cuda_graph and eager.train.compile == "none"
+
+
+def test_speed_overrides_reach_the_config_and_keep_their_own_records():
+    speed = load(BENCH / "speed" / "run.py", "bench_speed")
+    spec = {"case": "digits_dann", "precision": "fp32", "compile": "none", "device": "cpu", "batch_size": 128,
+            "overrides": ["train.cudnn_benchmark=true"]}
+    assert speed._config(spec).train.cudnn_benchmark
+    plain = {"case": "digits_dann", "precision": "fp32", "compile": "none", "device": "cpu", "metric": "imgs_per_s",
+             "mean": 1.0}
+    tuned = {**plain, "overrides": ["train.cudnn_benchmark=true"], "mean": 2.0}
+    assert speed._merge([plain], [tuned]) == [plain, tuned]
+    assert speed._merge([plain, tuned], [{**plain, "mean": 3.0}]) == [tuned, {**plain, "mean": 3.0}]

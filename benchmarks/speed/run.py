@@ -143,6 +143,7 @@ def _config(spec: dict):
               f"train.precision={spec['precision']}", f"train.compile={'none' if graph else spec['compile']}",
               f"train.cuda_graph={str(graph).lower()}",
               f"train.device={spec['device']}", f"data.batch_size={spec['batch_size']}"]
+    common += list(spec.get("overrides") or [])
     if spec["case"] in DIGITS:
         name, _, extra, _ = DIGITS[spec["case"]]
         return load_config(REPO / "configs" / "digits" / name, common + extra)
@@ -245,7 +246,7 @@ def _run_worker(spec: dict, timeout: float) -> tuple[dict | None, str | None]:
 
 
 def _key(r: dict) -> tuple:
-    return (r["case"], r["precision"], r["compile"], r["device"], r["metric"])
+    return (r["case"], r["precision"], r["compile"], r["device"], r["metric"], tuple(r.get("overrides") or ()))
 
 
 def main() -> None:
@@ -265,6 +266,9 @@ def main() -> None:
     parser.add_argument("--compile", nargs="+", default=["none"], choices=["none", "default", "reduce-overhead", GRAPH],
                         help=f"torch.compile modes, and {GRAPH}: the engine's whole-step CUDA graph (train.cuda_graph)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="engine config override for the library cases (e.g. train.cudnn_benchmark=true); "
+                             "recorded in each record's 'overrides' and kept apart from records without it")
     parser.add_argument("--data-root", help="prepared data (mnist, usps); default $TRANSFERLAB_DATA")
     parser.add_argument("--case-timeout", type=float, default=600, help="seconds per measurement process")
     parser.add_argument("--note", default="", help="free text added to every record (e.g. 'CPU shared with ...')")
@@ -334,7 +338,10 @@ def main() -> None:
                     continue
                 if mode == GRAPH and case in REFERENCES:
                     continue  # the references are plain loops: train.cuda_graph is the engine's
+                if args.overrides and case in REFERENCES:
+                    continue  # the references are plain loops: config overrides are the engine's
                 plan.append({"case": case, "precision": precision, "compile": mode, "device": args.device,
+                             "overrides": list(args.overrides),
                              "batch_size": 128 if digits else args.resnet_batch, "steps": steps, "warmup": warmup,
                              "windows": args.windows, "synthetic_n": max(args.synthetic_n, args.resnet_batch), "data_root": data_root_arg})
     for case, precision, mode, why in skipped:
@@ -387,13 +394,15 @@ def _records(spec: dict, result: dict | None, error: str | None, command: str, n
         notes.append(f"whole-step CUDA graph (train.cuda_graph): {result.get('graphs_captured', 0)} graph(s) captured")
     if error:
         notes.append(f"FAILED: {error}")
+    if spec.get("overrides"):
+        notes.append("config overrides: " + " ".join(spec["overrides"]))
     if note:
         notes.append(note)
     base = {
         "task": "mnist->usps" if digits else f"{SYNTHETIC}->{SYNTHETIC}",
         "method": DIGITS[spec["case"]][1] if spec["case"] in DIGITS else "dann",
         "implementation": "reference" if reference else "transferlab engine",
-        "case": spec["case"], "stage": stage, "n_seeds": 1,
+        "case": spec["case"], "stage": stage, "n_seeds": 1, "overrides": list(spec.get("overrides") or []),
         "device": result["device"] if result else _device_name(device_type), "device_type": device_type,
         "command": command, "date": today(), "precision": spec["precision"], "compile": spec["compile"],
         "batch_size": result["batch_size"] if result else spec["batch_size"],
@@ -473,6 +482,11 @@ def _device_name(device_type: str) -> str:
     return device_description(torch.device(device_type))
 
 
+def _row(r: dict) -> tuple:
+    """One results.md row: a measurement's records (its img/s, step ms and peak memory)."""
+    return _key(r)[:-2] + _key(r)[-1:]
+
+
 def _merge(previous: list[dict], records: list[dict]) -> list[dict]:
     fresh = {_key(r) for r in records}
     return [r for r in previous if _key(r) not in fresh] + records
@@ -486,14 +500,15 @@ def _write(out: Path, previous: list[dict], records: list[dict], skipped: list[t
     out.parent.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple, dict] = {}
     for r in merged:
-        groups.setdefault((r["case"], r["device"], r["precision"], r["compile"]), {})[r["metric"]] = r
+        groups.setdefault(_row(r), {})[r["metric"]] = r
 
     def cells(r: dict) -> list:
         batch = f"{r['batch_size']}+{r['batch_size']}" if r.get("batch_size") else "—"
-        head = [r["case"], r["device"], r["precision"], r["compile"], batch]
+        case = " ".join([r["case"], *(r.get("overrides") or [])])
+        head = [case, r["device"], r["precision"], r["compile"], batch]
         if r["mean"] is None:
             return head + ["failed", "—", "—", "—", r["note"]]
-        group = groups[(r["case"], r["device"], r["precision"], r["compile"])]
+        group = groups[_row(r)]
         step, mem = group.get("step_ms", {}), group.get("peak_mem_mb", {})
         fmt = "{:,.0f}" if r["mean"] >= 100 else "{:.2f}"
         windows = f"{r['n_windows']} × {r['window_steps'][0]}" if (r.get("window_steps") or [None])[0] else "—"
