@@ -163,9 +163,9 @@ class _Context:
     def scalar(self, name: str, schedule: Schedule) -> float | torch.Tensor:
         value = float(schedule(self.progress))
         self.scalars[name] = value
-        if self.trainer._graphs is None:
+        if not self.trainer._tensor_scalars:
             return value
-        return self.trainer._graph_scalar(name, schedule, value)  # a device tensor the engine updates per step
+        return self.trainer._tensor_scalar(name, schedule, value)  # a device tensor, updated in place per step
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.trainer.world == 1 else _GatherWithGrad.apply(tensor)
@@ -269,7 +269,11 @@ class Trainer:
         self._params_of = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
         self.autocast_dtype = torch.bfloat16 if self.cfg.precision == "bf16" else None
         self._cuda_graphs = self.cfg.compile == "reduce-overhead" and self.device.type == "cuda"
+        self._scalar_tensors: dict[str, tuple[Schedule, torch.Tensor]] = {}
         self._setup_graphs(_emulate_graphs)
+        # Under torch.compile and CUDA graphs, ctx.scalar values (the GRL's λ) are device tensors updated in
+        # place: a Python float would be a changing constant (a recompile) or a host input (no cudagraph).
+        self._tensor_scalars = self._graphs is not None or self.cfg.compile != "none"
         if self.cfg.compile != "none":
             for child in self.method.children():
                 child.compile(mode=None if self.cfg.compile == "default" else self.cfg.compile)
@@ -325,7 +329,6 @@ class Trainer:
                                    "train.cuda_graph: false (or run one process per seed, e.g. benchmarks' --parallel)")
         self._graphs, self._emulate = {}, emulate
         self._warm: dict[Any, int] = {}
-        self._scalar_tensors: dict[str, tuple[Schedule, torch.Tensor]] = {}
         self._side_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._tensor_lrs()
 
@@ -336,12 +339,14 @@ class Trainer:
                 if not isinstance(group["lr"], torch.Tensor):
                     group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=self.device)
 
-    def _graph_scalar(self, name: str, schedule: Schedule, value: float) -> torch.Tensor:
+    def _tensor_scalar(self, name: str, schedule: Schedule, value: float) -> torch.Tensor:
         if name not in self._scalar_tensors:
             if graphs.capturing(self.device):
                 raise TransferlabError(f"ctx.scalar({name!r}) was first asked for while the step was being captured; "
                                        f"a method must ask for the same scalars in every step of a phase")
             self._scalar_tensors[name] = (schedule, torch.full((), value, dtype=torch.float32, device=self.device))
+        elif self._graphs is None:  # compile mode; in graph mode the engine fills it before the step runs
+            self._scalar_tensors[name][1].fill_(value)
         return self._scalar_tensors[name][1]
 
     def _graph_step(self, batches: list, ctx: _Context) -> dict[str, torch.Tensor]:

@@ -22,12 +22,26 @@ class _ReverseGrad(torch.autograd.Function):
         return grad_output.neg() * ctx.coeff, None
 
 
+class _ReverseGradByTensor(torch.autograd.Function):
+    """The same with λ a 0-dim tensor (saved for backward, so torch.compile traces it as a graph input)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(coeff)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (coeff,) = ctx.saved_tensors
+        return grad_output.neg() * coeff, None
+
+
 def reverse_gradient(x: torch.Tensor, coeff: float | torch.Tensor = 1.0) -> torch.Tensor:
     """Identity forward; multiplies the incoming gradient by ``-coeff`` backward. ``coeff`` is a number, or
-    a 0-dim tensor on ``x``'s device (what the engine passes when it replays a captured CUDA graph, so the
-    value can change between replays)."""
+    a 0-dim tensor on ``x``'s device: what the engine passes under torch.compile and CUDA graphs, where the
+    value changes in place from step to step without a recompile or a new capture."""
     if isinstance(coeff, torch.Tensor):
-        return _ReverseGrad.apply(x, coeff.detach())
+        return _ReverseGradByTensor.apply(x, coeff.detach())
     return _ReverseGrad.apply(x, float(coeff))
 
 
