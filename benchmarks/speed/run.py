@@ -221,7 +221,7 @@ def worker(spec: dict) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "dynamo": _dynamo_stats() if spec["compile"] not in ("none", GRAPH) else {},
-        "graphs_captured": len(trainer._graphs) if trainer._graphs else 0,
+        "graphs_captured": len(trainer._graphs.captured) if trainer._graphs else 0,
         "final_step": trainer.step,
     }
 

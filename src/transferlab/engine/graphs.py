@@ -102,6 +102,52 @@ class CapturedStep:
         return self.outputs
 
 
+class StepGraphs:
+    """The trainer's steps under ``train.cuda_graph``: per phase, :data:`WARMUP_STEPS` eager steps on a side
+    stream, then one capture, then replays. ``run_update(batches, ctx)`` runs ``Method.update`` the way the
+    trainer does (precision, autocast without a weight cache)."""
+
+    def __init__(self, method, device: torch.device, run_update: Callable, *, emulate: bool = False) -> None:
+        self.method, self.device, self.run_update, self.emulate = method, device, run_update, emulate
+        self.captured: dict[Any, CapturedStep] = {}
+        self.warm: dict[Any, int] = {}
+        self.scalar_names: dict[Any, list[str]] = {}  # the ctx.scalar names each phase's update asks for
+        self.side = torch.cuda.Stream(device) if device.type == "cuda" and not emulate else None
+
+    def reset(self) -> None:
+        """Forget the captured steps (after a checkpoint load replaced the optimizer state they point at)."""
+        self.captured.clear()
+        self.warm.clear()
+        self.scalar_names.clear()
+
+    def step(self, batches: list[Batch], ctx, scalars: dict[str, tuple[Any, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Run this step: eagerly while its phase warms up, else by replaying the phase's captured step.
+        ``scalars`` are the run's ``ctx.scalar`` tensors (schedule, tensor), already filled for this step."""
+        phase = self.method.graph_phase(ctx)
+        captured = self.captured.get(phase)
+        if captured is None and self.warm.get(phase, 0) < WARMUP_STEPS:
+            self.warm[phase] = self.warm.get(phase, 0) + 1
+            with side_stream(self.side):
+                losses = self.run_update(batches, ctx)
+            self.scalar_names[phase] = list(ctx.scalars)
+            return losses
+        if captured is None:
+            try:
+                captured = CapturedStep(lambda static: self.run_update(static, ctx), batches,
+                                        self.scalar_names.get(phase, []), emulate=self.emulate)
+            except TransferlabError:
+                raise
+            except RuntimeError as exc:
+                raise TransferlabError(
+                    f"capturing {self.method.hparams.name}'s step {ctx.step} as a CUDA graph failed: "
+                    f"{str(exc).splitlines()[0]}. Its update must not read tensor values on the host (.item(), "
+                    f"printing, data-dependent shapes); set train.cuda_graph: false"
+                ) from None
+            self.captured[phase] = captured
+        ctx.scalars.update({name: float(scalars[name][0](ctx.progress)) for name in captured.scalars})
+        return captured.replay(batches)
+
+
 @contextmanager
 def side_stream(stream: torch.cuda.Stream | None):
     """Run eager warm-up steps on ``stream`` (CUDA) ordered after, and before, the current stream's work."""

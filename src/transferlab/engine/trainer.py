@@ -313,8 +313,8 @@ class Trainer:
 
     # --- whole-step CUDA graphs (engine/graphs.py) --------------------------------------------------
     def _setup_graphs(self, emulate: bool) -> None:
-        """``self._graphs`` is ``None`` (eager) or the captured step of each phase (see engine/graphs.py)."""
-        self._graphs: dict[Any, graphs.CapturedStep | None] | None = None
+        """``self._graphs``: ``None`` (eager steps) or the :class:`~.graphs.StepGraphs` that runs them."""
+        self._graphs: graphs.StepGraphs | None = None
         if not self.cfg.cuda_graph:
             return
         if self.device.type != "cuda" and not emulate:
@@ -327,10 +327,13 @@ class Trainer:
         if self.world > 1:
             raise TransferlabError("train.cuda_graph runs on one process; under torchrun/accelerate launch set "
                                    "train.cuda_graph: false (or run one process per seed, e.g. benchmarks' --parallel)")
-        self._graphs, self._emulate = {}, emulate
-        self._warm: dict[Any, int] = {}
-        self._side_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._graphs = graphs.StepGraphs(self.method, self.device, self._run_update, emulate=emulate)
         self._tensor_lrs()
+
+    def _run_update(self, batches: list, ctx: _Context) -> dict[str, torch.Tensor]:
+        """``method.update`` under the run's precision (no autocast weight cache when a graph records it)."""
+        with self._autocast(cache=self._graphs is None):
+            return self.method.update(*batches, ctx)
 
     def _tensor_lrs(self) -> None:
         """Give every optimizer group a device tensor learning rate, updated in place each step."""
@@ -348,35 +351,6 @@ class Trainer:
         elif self._graphs is None:  # compile mode; in graph mode the engine fills it before the step runs
             self._scalar_tensors[name][1].fill_(value)
         return self._scalar_tensors[name][1]
-
-    def _graph_step(self, batches: list, ctx: _Context) -> dict[str, torch.Tensor]:
-        """Warm up eagerly, capture, or replay the step of the current phase."""
-        for schedule, tensor in self._scalar_tensors.values():  # outside any graph: the new step's values
-            tensor.fill_(float(schedule(ctx.progress)))
-        phase = self.method.graph_phase(ctx)
-        captured = self._graphs.get(phase)
-        if captured is None and self._warm.get(phase, 0) < graphs.WARMUP_STEPS:
-            self._warm[phase] = self._warm.get(phase, 0) + 1
-            with graphs.side_stream(self._side_stream), self._autocast(cache=False):
-                return self.method.update(*batches, ctx)
-        if captured is None:
-            def run(static: list) -> dict[str, torch.Tensor]:
-                with self._autocast(cache=False):
-                    return self.method.update(*static, ctx)
-
-            try:
-                captured = graphs.CapturedStep(run, batches, list(self._scalar_tensors), emulate=self._emulate)
-            except TransferlabError:
-                raise
-            except RuntimeError as exc:
-                raise TransferlabError(
-                    f"capturing {self.method.hparams.name}'s step {self.step} as a CUDA graph failed: "
-                    f"{str(exc).splitlines()[0]}. Its update must not read tensor values on the host (.item(), "
-                    f"printing, data-dependent shapes); set train.cuda_graph: false"
-                ) from None
-            self._graphs[phase] = captured
-        ctx.scalars.update({name: float(self._scalar_tensors[name][0](ctx.progress)) for name in captured.scalars})
-        return captured.replay(batches)
 
     def prepare_run(self, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
                     normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bool:
@@ -462,8 +436,7 @@ class Trainer:
             _match_param_layout(optimizer)
         if self._graphs is not None:  # new optimizer state tensors: capture again after a warm-up
             self._tensor_lrs()
-            self._graphs.clear()
-            self._warm.clear()
+            self._graphs.reset()
         for name, stream in self.streams.items():
             stream.load_state_dict(state["streams"][name])
         rng = load_tensors(path / "rng.safetensors")
@@ -551,10 +524,11 @@ class Trainer:
                 torch.compiler.cudagraph_mark_step_begin()
             batches = [next(stream) for stream in self.streams.values()]
             if self._graphs is not None:
-                losses = self._graph_step(batches, ctx)
+                for schedule, tensor in self._scalar_tensors.values():  # outside any graph: this step's values
+                    tensor.fill_(float(schedule(progress)))
+                losses = self._graphs.step(batches, ctx, self._scalar_tensors)
             else:
-                with self._autocast():
-                    losses = self.method.update(*batches, ctx)
+                losses = self._run_update(batches, ctx)
             for key, value in losses.items():  # stays on the device: no host sync inside the step
                 value = value.detach().float()  # (a replayed graph's outputs are overwritten by the next replay)
                 running[key] = running[key] + value if key in running else value.clone()
