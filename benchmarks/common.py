@@ -99,5 +99,10 @@ def today() -> str:
     return dt.date.today().isoformat()
 
 
+def measured(path: Path) -> str:
+    """The day a result file was written (records keep the date of their measurement, not of aggregation)."""
+    return dt.date.fromtimestamp(Path(path).stat().st_mtime).isoformat()
+
+
 def this_command() -> str:
     return shlex.join([Path(sys.executable).name] + sys.argv)

@@ -36,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import this_command, today, write_results  # noqa: E402
+from common import measured, this_command, today, write_results  # noqa: E402
 
 DIGITS = REPO / "runs" / "bench_digits"
 SELFTAUGHT = REPO / "runs" / "bench_selftaught"
@@ -146,13 +146,6 @@ def plot_all_divergence(task: str) -> None:
     reports = [r for m in METHODS if (OUT / "divergence" / task / m / "divergence.json").is_file()
                for r in json.loads((OUT / "divergence" / task / m / "divergence.json").read_text())]
     plot_divergence(reports, HERE / f"divergence_{task}.png")
-
-
-def measured(path: Path) -> str:
-    """The day a result file was written (records keep the date of their measurement, not of aggregation)."""
-    import datetime as dt
-
-    return dt.date.fromtimestamp(path.stat().st_mtime).isoformat()
 
 
 def _summary(values: list[float]) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import run_parallel, summarize, this_command, today, write_results  # noqa: E402
+from common import measured, run_parallel, summarize, this_command, today, write_results  # noqa: E402
 
 TASKS = {"mnist_usps": "mnist->usps", "usps_mnist": "usps->mnist", "mnist_mnist_m": "mnist->mnist_m",
          "digits_digits_m": "digits->digits_m"}  # the last one is the embedded default of `transferlab demo`
@@ -134,7 +134,7 @@ def aggregate(run_dirs: list[Path], results_dir: Path) -> None:
             "engine": _engine(configs[0]["train"], results[0]),
             "device": results[0]["device"], "train_seconds_mean": round(sum(r["train_seconds"] for r in results) / len(results), 1),
             "published": [{"value": v, "source": src} for v, src in PUBLISHED.get((TASKS[task], method), [])],
-            "command": (runs / task / "command.txt").read_text().strip(), "date": today(),
+            "command": (runs / task / "command.txt").read_text().strip(), "date": max(measured(p) for p in paths),
         })
     order = {t: i for i, t in enumerate(TASKS.values())}
     records.sort(key=lambda r: (order[r["task"]], -r["iterations"], r["engine"] != "eager", METHODS.index(r["method"])))
