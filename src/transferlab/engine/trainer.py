@@ -268,7 +268,7 @@ class Trainer:
                              for name, req in requests.items()}
         self._params_of = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
         self.autocast_dtype = torch.bfloat16 if self.cfg.precision == "bf16" else None
-        self._cuda_graphs = self.cfg.compile == "reduce-overhead" and self.device.type == "cuda"
+        self._compile_cudagraphs = self.cfg.compile == "reduce-overhead" and self.device.type == "cuda"
         self._scalar_tensors: dict[str, tuple[Schedule, torch.Tensor]] = {}
         self._setup_graphs(_emulate_graphs)
         # Under torch.compile and CUDA graphs, ctx.scalar values (the GRL's λ) are device tensors updated in
@@ -520,7 +520,7 @@ class Trainer:
                         group["lr"] = group["initial_lr"] * factor
                 lrs[f"lr/{name}" if len(self.optimizers) > 1 else "lr"] = optimizer.param_groups[0]["initial_lr"] * factor
             ctx = _Context(self, self.step, total, progress)
-            if self._cuda_graphs:  # a new step: CUDA-graph outputs of the last one may be overwritten
+            if self._compile_cudagraphs:  # a new step: CUDA-graph outputs of the last one may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
             batches = [next(stream) for stream in self.streams.values()]
             if self._graphs is not None:
