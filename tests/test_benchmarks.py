@@ -70,6 +70,29 @@ def test_digits_aggregate_over_gpu_and_cpu_folders(tmp_path):
     assert full["command"] == f"python benchmarks/digits/run.py --runs {gpu}"
 
 
+def test_digits_aggregate_of_a_subset_keeps_the_rest_of_the_table(tmp_path):
+    digits = load(BENCH / "digits" / "run.py", "bench_digits")
+    gpu, cpu = tmp_path / "gpu", tmp_path / "cpu"
+    for seed in range(3):
+        fake_run(gpu / "mnist_usps" / "adda" / f"seed{seed}", seed, 90.0 + seed, 10_000, 10_000)
+        fake_run(cpu / "mnist_usps" / "dann" / f"seed{seed}", seed, 80.0 + seed, 2000, 2000, device="cpu")
+    for d in (gpu, cpu):
+        (d / "mnist_usps" / "command.txt").write_text(f"python benchmarks/digits/run.py --runs {d}\n")
+    out = tmp_path / "out"
+    digits.aggregate([gpu], out)
+    digits.aggregate([cpu], out)  # a CPU run of another method: the GPU record stays
+    records = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["device"], r["mean"]) for r in records] == [("adda", "NVIDIA H100", 91.0), ("dann", "cpu", 81.0)]
+    for seed in range(3):  # the same runs measured again replace their record, not duplicate it
+        (gpu / "mnist_usps" / "adda" / f"seed{seed}" / "result.json").write_text(json.dumps(
+            {"step": 10_000, "target_test/acc": 95.0, "train_seconds": 10.0, "device": "NVIDIA H100"}))
+    digits.aggregate([gpu], out)
+    records = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["mean"]) for r in records] == [("adda", 95.0), ("dann", 81.0)]
+    digits.aggregate([cpu], out, keep_others=False)
+    assert [r["method"] for r in json.loads((out / "results.json").read_text())] == ["dann"]
+
+
 def test_sweep_throughput_counts_finished_and_stopped_runs(tmp_path):
     speed = load(BENCH / "speed" / "run.py", "bench_speed")
     fake_run(tmp_path / "mnist_usps" / "dann" / "seed0", 0, 90.0, 10_000, 10_000)

@@ -8,6 +8,8 @@ accuracy (no model selection on the target test set), as mean ± sample std over
     python benchmarks/digits/run.py --seeds 0 1 2                        # the full protocol (GPU)
     python benchmarks/digits/run.py --iterations 2000 --tasks mnist_usps usps_mnist --parallel 2 --threads 1
     python benchmarks/digits/run.py --aggregate-only                     # rebuild results.json/.md
+
+Records of other run folders already in results.json are kept unless ``--fresh`` is given.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def main() -> None:
     parser.add_argument("--results", default=str(HERE), help="where results.json/results.md are written")
     parser.add_argument("--data-root")
     parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--fresh", action="store_true", help="rewrite results.json from these run folders only "
+                        "(default: their records replace the same task/method/protocol/device/engine and the rest "
+                        "of results.json is kept)")
     args = parser.parse_args()
     runs = Path(args.runs)
 
@@ -102,7 +107,7 @@ def main() -> None:
             print(f"{sum(1 for c in codes if c)} runs failed or were stopped; see {runs / 'logs'}", file=sys.stderr)
         if None in codes:
             print(f"{codes.count(None)} runs not started before --time-limit; run the same command again", file=sys.stderr)
-    aggregate([runs] + [Path(p) for p in args.include], Path(args.results))
+    aggregate([runs] + [Path(p) for p in args.include], Path(args.results), keep_others=not args.fresh)
 
 
 def _engine(train: dict, result: dict) -> str:
@@ -113,7 +118,16 @@ def _engine(train: dict, result: dict) -> str:
     return "eager" if train.get("compile", "none") == "none" else f"compile {train['compile']}"
 
 
-def aggregate(run_dirs: list[Path], results_dir: Path) -> None:
+def _key(record: dict) -> tuple:
+    """What one record measures: a new measurement of the same thing replaces it."""
+    return (record["task"], record["method"], record["iterations"], record["batch_size"], record["device"],
+            record["engine"])
+
+
+def aggregate(run_dirs: list[Path], results_dir: Path, keep_others: bool = True) -> None:
+    """Summarize the runs under ``run_dirs`` into results.json/.md. With ``keep_others``, records already in
+    results.json that these runs do not measure again are kept (running a subset of tasks, or on another device,
+    never drops the rest of the table)."""
     records = []
     for runs, task, method in ((r, t, m) for r in run_dirs for t in TASKS for m in METHODS):
         paths = sorted((runs / task / method).glob("seed*/result.json"))
@@ -136,6 +150,10 @@ def aggregate(run_dirs: list[Path], results_dir: Path) -> None:
             "published": [{"value": v, "source": src} for v, src in PUBLISHED.get((TASKS[task], method), [])],
             "command": (runs / task / "command.txt").read_text().strip(), "date": max(measured(p) for p in paths),
         })
+    previous = results_dir / "results.json"
+    if keep_others and previous.is_file():
+        measured_now = {_key(r) for r in records}
+        records += [r for r in json.loads(previous.read_text()) if _key(r) not in measured_now]
     order = {t: i for i, t in enumerate(TASKS.values())}
     records.sort(key=lambda r: (order[r["task"]], -r["iterations"], r["engine"] != "eager", METHODS.index(r["method"])))
     header = ("| task | method | target acc % (mean ± std) | seeds | iterations | batch | published | device | engine |\n"
