@@ -69,6 +69,34 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
         MetricsLog.read(tmp_path / "resumed" / "metrics.jsonl"))
 
 
+def test_a_resumed_runs_train_seconds_cover_every_segment(tmp_path):
+    from transferlab.engine import prepare_run_dir
+
+    config = tiny_config("dann", iterations=12, train={"checkpoint_every": 5, "iterations": 12})
+
+    def interrupted(folder):  # stopped at step 7: its newest checkpoint is step 5's
+        prepare_run_dir(folder, config.to_dict(), resume=False, overwrite=False)
+        assert build(config).trainer(folder, progress=False).fit(stop_at=7)["stopped_early"]
+        return folder / "checkpoints" / "step_00000005" / "state.json"
+
+    before = json.loads(interrupted(tmp_path / "run").read_text())["train_seconds"]  # up to step 5
+    assert before > 0
+    result = train(config, tmp_path / "run", resume=True, progress=False)
+    assert result["resumed_from_step"] == 5 and result["train_seconds_from_step"] == 0
+    # the first segment's seconds plus this one's (steps_per_s is this segment's: 7 steps)
+    assert result["train_seconds"] == pytest.approx(before + 7 / result["steps_per_s"], rel=1e-9)
+    # A checkpoint written before this field existed: the count says where it starts.
+    state_file = interrupted(tmp_path / "old")
+    state = json.loads(state_file.read_text())
+    del state["train_seconds"]
+    state_file.write_text(json.dumps(state))
+    result = train(config, tmp_path / "old", resume=True, progress=False)
+    assert result["train_seconds_from_step"] == 5 and result["resumed_from_step"] == 5
+    assert result["train_seconds"] == pytest.approx(7 / result["steps_per_s"], rel=1e-9)
+    fresh = train(config, tmp_path / "fresh", progress=False)
+    assert fresh["resumed_from_step"] is None and fresh["train_seconds_from_step"] == 0
+
+
 def test_run_folder_is_protected_and_eval_reproduces_result(tmp_path):
     config = tiny_config("dann", iterations=6)
     result = train(config, tmp_path / "run", progress=False)

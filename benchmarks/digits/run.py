@@ -150,6 +150,9 @@ def aggregate(run_dirs: list[Path], results_dir: Path, keep_others: bool = True)
             "published": [{"value": v, "source": src} for v, src in PUBLISHED.get((TASKS[task], method), [])],
             "command": (runs / task / "command.txt").read_text().strip(), "date": max(measured(p) for p in paths),
         })
+        partial = max(r.get("train_seconds_from_step", 0) for r in results)
+        if partial:  # resumed from checkpoints too old to carry their seconds: the mean leaves those steps out
+            records[-1]["train_seconds_from_step"] = partial
     previous = results_dir / "results.json"
     if keep_others and previous.is_file():
         measured_now = {_key(r) for r in records}

@@ -278,6 +278,9 @@ class Trainer:
             for child in self.method.children():
                 child.compile(mode=None if self.cfg.compile == "default" else self.cfg.compile)
         self.step = 0
+        # Training seconds before this process's fit(), carried by checkpoints (None: a checkpoint too old to say).
+        self._seconds_before: float | None = 0.0
+        self._fit_started: float | None = None
         self._broadcast(parameters=True)
 
     # --- pieces used by the step -------------------------------------------------------------------
@@ -411,6 +414,7 @@ class Trainer:
                 {"model.safetensors": self.method.state_dict(), "optimizers.safetensors": optim_tensors,
                  "rng.safetensors": rng},
                 {"total_steps": self.cfg.iterations, "optimizers": optim_meta, "world_size": self.world,
+                 "train_seconds": self._train_seconds(),
                  "streams": {name: stream.state_dict() for name, stream in self.streams.items()}},
             )
         self.state.wait_for_everyone()
@@ -447,7 +451,16 @@ class Trainer:
         else:  # per-rank dropout streams are re-seeded deterministically from the step
             torch.manual_seed(self.seed * 7919 + self.rank * 104729 + state["step"])
         self.step = int(state["step"])
+        self._seconds_before = state.get("train_seconds")
         return True
+
+    def _train_seconds(self) -> float | None:
+        """Seconds of training up to now, over every resumed segment (steps lost after a segment's last
+        checkpoint are not counted: they were trained again). None when an old checkpoint did not record it."""
+        if self._seconds_before is None:
+            return None
+        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self._seconds_before + running
 
     # --- the loop ------------------------------------------------------------------------------------
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
@@ -554,14 +567,19 @@ class Trainer:
                     f"command plus --resume"
                 )
         bar.close()
+        elapsed = time.perf_counter() - started
+        total_seconds = None if self._seconds_before is None else self._seconds_before + elapsed
+        self._seconds_before, self._fit_started = total_seconds, None  # a later fit() on this trainer goes on from here
         if self.step < total:  # stopped early on request: the checkpoints are the run's state
             self.state.wait_for_everyone()
             return {"step": self.step, "stopped_early": True}
-        elapsed = time.perf_counter() - started
         result = {
             "step": self.step,
             **(final_metrics if final_metrics is not None else self.evaluate()),  # the last step's eval, not a second pass
-            "train_seconds": elapsed,
+            # train_seconds covers every segment of a resumed run; steps_per_s is this process's segment
+            "train_seconds": total_seconds if total_seconds is not None else elapsed,
+            "train_seconds_from_step": 0 if total_seconds is not None else start_step,
+            "resumed_from_step": start_step if resumed else None,
             "steps_per_s": (self.step - start_step) / elapsed if elapsed > 0 else None,
             "device": device_description(self.device),
             "world_size": self.world,
