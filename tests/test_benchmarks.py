@@ -89,6 +89,17 @@ def test_digits_aggregate_of_a_subset_keeps_the_rest_of_the_table(tmp_path):
     digits.aggregate([gpu], out)
     records = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["mean"]) for r in records] == [("adda", 95.0), ("dann", 81.0)]
+    # The same method run with a --set override is another record, and the table says which setting.
+    tuned = tmp_path / "tuned"
+    for seed in range(3):
+        fake_run(tuned / "mnist_usps" / "dann" / f"seed{seed}", seed, 70.0 + seed, 2000, 2000, device="cpu")
+    (tuned / "mnist_usps" / "command.txt").write_text("python benchmarks/digits/run.py --set method.grl_gamma=1\n")
+    (tuned / "mnist_usps" / "overrides.json").write_text(json.dumps(["method.grl_gamma=1"]))
+    digits.aggregate([tuned], out)
+    records = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r.get("overrides"), r["mean"]) for r in records] == [
+        ("adda", None, 95.0), ("dann", None, 81.0), ("dann", ["method.grl_gamma=1"], 71.0)]
+    assert "| dann `method.grl_gamma=1` | 71.0 ± 1.0 |" in (out / "results.md").read_text()
     digits.aggregate([cpu], out, keep_others=False)
     assert [r["method"] for r in json.loads((out / "results.json").read_text())] == ["dann"]
 

@@ -82,6 +82,7 @@ def main() -> None:
         for task in args.tasks:
             (runs / task).mkdir(parents=True, exist_ok=True)
             (runs / task / "command.txt").write_text(this_command() + "\n")  # what produced this task's runs
+            (runs / task / "overrides.json").write_text(json.dumps(args.set) + "\n")  # settings beyond the protocol
         for task, method in sorted(((t, m) for t in args.tasks for m in args.methods),
                                    key=lambda tm: -COST[tm[1]] * TASK_COST.get(tm[0], 1.0)):
             for seed in args.seeds:
@@ -121,7 +122,7 @@ def _engine(train: dict, result: dict) -> str:
 def _key(record: dict) -> tuple:
     """What one record measures: a new measurement of the same thing replaces it."""
     return (record["task"], record["method"], record["iterations"], record["batch_size"], record["device"],
-            record["engine"])
+            record["engine"], tuple(record.get("overrides", [])))
 
 
 def aggregate(run_dirs: list[Path], results_dir: Path, keep_others: bool = True) -> None:
@@ -150,6 +151,10 @@ def aggregate(run_dirs: list[Path], results_dir: Path, keep_others: bool = True)
             "published": [{"value": v, "source": src} for v, src in PUBLISHED.get((TASKS[task], method), [])],
             "command": (runs / task / "command.txt").read_text().strip(), "date": max(measured(p) for p in paths),
         })
+        overrides_file = runs / task / "overrides.json"
+        overrides = json.loads(overrides_file.read_text()) if overrides_file.is_file() else []
+        if overrides:  # run.py --set: settings that differ from the task's config
+            records[-1]["overrides"] = overrides
         partial = max(r.get("train_seconds_from_step", 0) for r in results)
         if partial:  # resumed from checkpoints too old to carry their seconds: the mean leaves those steps out
             records[-1]["train_seconds_from_step"] = partial
@@ -158,12 +163,14 @@ def aggregate(run_dirs: list[Path], results_dir: Path, keep_others: bool = True)
         measured_now = {_key(r) for r in records}
         records += [r for r in json.loads(previous.read_text()) if _key(r) not in measured_now]
     order = {t: i for i, t in enumerate(TASKS.values())}
-    records.sort(key=lambda r: (order[r["task"]], -r["iterations"], r["engine"] != "eager", METHODS.index(r["method"])))
+    records.sort(key=lambda r: (order[r["task"]], -r["iterations"], r["engine"] != "eager", METHODS.index(r["method"]),
+                                bool(r.get("overrides"))))
     header = ("| task | method | target acc % (mean ± std) | seeds | iterations | batch | published | device | engine |\n"
               "|---|---|---|---|---|---|---|---|---|")
     results_dir.mkdir(parents=True, exist_ok=True)
     write_results(results_dir, records, header, lambda r: [
-        r["task"], r["method"], f"{r['mean']:.1f} ± {r['std']:.1f}", r["n_seeds"], r["iterations"], f"{r['batch_size']}+{r['batch_size']}",
+        r["task"], " ".join([r["method"], *(f"`{o}`" for o in r.get("overrides", []))]),
+        f"{r['mean']:.1f} ± {r['std']:.1f}", r["n_seeds"], r["iterations"], f"{r['batch_size']}+{r['batch_size']}",
         ", ".join(f"{p['value']} ({p['source']})" for p in r["published"]) or "—", r["device"], r["engine"]])
     print((results_dir / "results.md").read_text())
 
