@@ -454,13 +454,14 @@ class Trainer:
         self._seconds_before = state.get("train_seconds")
         return True
 
-    def _train_seconds(self) -> float | None:
-        """Seconds of training up to now, over every resumed segment (steps lost after a segment's last
+    def _train_seconds(self, now: float | None = None) -> float | None:
+        """Seconds of training up to ``now``, over every resumed segment (steps lost after a segment's last
         checkpoint are not counted: they were trained again). None when an old checkpoint did not record it."""
         if self._seconds_before is None:
             return None
-        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
-        return self._seconds_before + running
+        if self._fit_started is None:
+            return self._seconds_before
+        return self._seconds_before + ((now or time.perf_counter()) - self._fit_started)
 
     # --- the loop ------------------------------------------------------------------------------------
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
@@ -567,8 +568,8 @@ class Trainer:
                     f"command plus --resume"
                 )
         bar.close()
-        elapsed = time.perf_counter() - started
-        total_seconds = None if self._seconds_before is None else self._seconds_before + elapsed
+        now = time.perf_counter()
+        elapsed, total_seconds = now - started, self._train_seconds(now)
         self._seconds_before, self._fit_started = total_seconds, None  # a later fit() on this trainer goes on from here
         if self.step < total:  # stopped early on request: the checkpoints are the run's state
             self.state.wait_for_everyone()
