@@ -9,9 +9,9 @@ import torch
 from scipy import optimize, stats
 
 from transferlab.analysis import (
-    distance_matrix, filter_normalized_direction, fisher_diagonal, h_score, interpolate, joint_error, leep,
-    linear_cka, logme, nce, proxy_a_distance, sharpness, slice_2d, task_distance, task_embedding, transrate,
-    weighted_kendall_tau,
+    distance_matrix, extract, filter_normalized_direction, fisher_diagonal, h_score, interpolate, joint_error,
+    layer_activations, leep, linear_cka, logme, nce, probe_head, proxy_a_distance, sample, sharpness, slice_2d,
+    task_distance, task_embedding, transrate, weighted_kendall_tau,
 )
 from transferlab.errors import CheckpointError, DataError, TransferlabError
 
@@ -439,3 +439,65 @@ def test_linear_cka_gram_form_for_wide_features_equals_the_feature_form():
     expected = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
     assert linear_cka(x, y) == pytest.approx(expected, rel=1e-10)
     assert linear_cka(x, x) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- a model's outputs on a dataset
+
+
+def _toy_set(n: int = 10, dims: int = 8):
+    from transferlab.data import ArrayDataset
+
+    x = torch.arange(n * dims, dtype=torch.float32).reshape(n, dims) / (n * dims)
+    return ArrayDataset(x, torch.arange(n) % 3, "toy", "train", 3)
+
+
+def _toy_method():
+    from transferlab.methods import METHODS
+    from transferlab.models import Encoder
+    from transferlab.models.backbones import MLP
+
+    torch.manual_seed(0)
+    return METHODS.get("source_only")(Encoder(MLP(8, hidden=16), bottleneck_dim=4), 3)
+
+
+def test_sample_draws_a_sorted_reproducible_subset_without_replacement():
+    data = _toy_set()
+    drawn = sample(data, 4, seed=1)
+    rows = [int(r) for r in torch.nonzero((drawn.x[:, None] == data.x[None]).all(-1))[:, 1]]
+    assert len(set(rows)) == 4 and rows == sorted(rows)  # distinct samples, in the set's order
+    assert torch.equal(drawn.y, data.y[rows])  # labels travel with their samples
+    assert torch.equal(sample(data, 4, seed=1).x, drawn.x) and not torch.equal(sample(data, 4, seed=2).x, drawn.x)
+    assert sample(data, 10) is data and sample(data, 50) is data
+
+
+def test_extract_returns_the_methods_own_features_logits_and_labels_in_eval_mode():
+    from transferlab.data import FeatureTransform
+
+    method, data = _toy_method(), _toy_set()
+    out = extract(method, data, FeatureTransform(), batch_size=3)  # batches of 3, 3, 3, 1: concatenated in order
+    assert method.training  # its mode is restored
+    method.eval()
+    with torch.no_grad():
+        assert np.allclose(out["features"], method.representation(data.x).numpy(), atol=1e-6)
+        assert np.allclose(out["logits"], method.predict(data.x).numpy(), atol=1e-6)
+    assert np.array_equal(out["labels"], data.y.numpy())
+
+
+def test_layer_activations_are_each_layers_output():
+    from transferlab.models.layers import encoder_layers
+
+    method, data = _toy_method(), _toy_set()
+    acts = layer_activations(method, data)
+    assert list(acts) == [layer[-1] for layer in encoder_layers(method.encoder)]
+    assert [a.shape for a in acts.values()] == [(10, 16), (10, 16), (10, 4)]
+    first = method.encoder.backbone.net[0]
+    with torch.no_grad():
+        assert np.allclose(acts["backbone.net.0"], (data.x @ first.weight.T + first.bias).numpy(), atol=1e-6)
+
+
+def test_probe_head_fits_separable_features_reproducibly():
+    features = torch.tensor([[2.0, 0.0], [1.5, 0.3], [0.0, 2.0], [0.2, 1.7], [-2.0, -2.0], [-1.6, -1.9]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    head = probe_head(features, labels, 3)
+    assert torch.equal(head(features).argmax(1), labels)
+    assert torch.equal(probe_head(features, labels, 3).weight, head.weight)  # seeded: the same head again

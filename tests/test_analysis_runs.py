@@ -116,9 +116,8 @@ def _layer_configs(tmp_path, iterations=3):
 def test_init_layers_copies_and_freeze_layers_freezes_exactly_the_first_n(tmp_path):
     import torch
 
-    from transferlab.config import load_config
     from transferlab.engine.checkpoint import load_tensors
-    from transferlab.experiment import build
+    from transferlab.experiment import build, load_config
     from transferlab.errors import ConfigError
 
     config_a, config_b = _layer_configs(tmp_path)
@@ -223,12 +222,13 @@ def source_models(tmp_path_factory):
 
 def test_any_run_transfers_to_a_target_dataset(source_models, tmp_path):
     from transferlab.errors import ConfigError, TransferlabError
+    from transferlab.experiment import method_config
     from transferlab.protocol import grid_cells, transfer_config
 
     config = transfer_config(source_models[0], "finetune", 5, seed=1, target="digits")
     assert (config.data.source.name, config.data.source.part, config.data.source.labels_per_class) == ("digits", "train", 5)
     assert (config.data.test.name, config.data.test.part) == ("digits", "test")
-    assert config.model.encoder_init is not None and config.method_config().name == "supervised"
+    assert config.model.encoder_init is not None and method_config(config).name == "supervised"
     with pytest.raises(ConfigError, match="--target NAME"):  # no target and no section: say what to give
         transfer_config(source_models[0], "finetune", 5)
     with pytest.raises(ConfigError, match="no train/test part"):
@@ -276,13 +276,13 @@ def test_source_selection_scores_and_task2vec_gain(source_models, tmp_path, caps
 def test_distance_vs_gain_matches_hand_computed_ranks(tmp_path, monkeypatch):
     """Three sources for one target with gains 9, 5, 1 at distances 0.1, 0.2, 0.3: Spearman and Kendall
     are exactly -1 (closer tasks transfer better); one swapped pair gives Spearman -0.5, Kendall -1/3."""
-    from transferlab.analysis import runs as analysis
+    from transferlab.reports import task2vec
 
     class Source:
         def __init__(self, name):
             self.data = type("D", (), {"source": type("S", (), {"name": name, "part": "train"})()})()
 
-    monkeypatch.setattr("transferlab.protocol.read_run_config", lambda run: Source(run))
+    monkeypatch.setattr(task2vec, "read_run_config", lambda run: Source(run))
     report = {"names": ["a", "b", "c", "t"], "distances": [[0, 0, 0, 0.1], [0, 0, 0, 0.2], [0, 0, 0, 0.3], [0.1, 0.2, 0.3, 0]]}
 
     def grid(gains):
@@ -293,8 +293,8 @@ def test_distance_vs_gain_matches_hand_computed_ranks(tmp_path, monkeypatch):
         (folder / "results.json").write_text(json.dumps(records + [{"method": "scratch", "labels_per_class": 10}]))
         return folder
 
-    result = analysis.distance_vs_gain(report, [grid([9, 5, 1])])
+    result = task2vec.distance_vs_gain(report, [grid([9, 5, 1])])
     assert result["spearman"] == pytest.approx(-1.0) and result["kendall_tau"] == pytest.approx(-1.0)
-    result = analysis.distance_vs_gain(report, [grid([5, 9, 1])])
+    result = task2vec.distance_vs_gain(report, [grid([5, 9, 1])])
     assert result["spearman"] == pytest.approx(-0.5) and result["kendall_tau"] == pytest.approx(-1 / 3)
     assert result["n_pairs"] == 3 and result["spearman_per_target"]["t"] == pytest.approx(-0.5)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from transferlab.cli import main
-from transferlab.config import load_config
+from transferlab.experiment import load_config, method_config
 from transferlab.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -18,14 +18,14 @@ def test_every_shipped_config_validates():
     assert len(files) >= 18
     for path in files:
         config = load_config(path)
-        assert config.method_config().name in path.stem
+        assert method_config(config).name in path.stem
 
 
 def test_base_inheritance_and_overrides():
     config = load_config(CONFIGS / "digits" / "mnist_usps_dann.yaml", ["method.trade_off=0.5", "optim.lr=0.02",
                                                                         "train.precision=bf16"])
     assert config.data.source.name == "mnist" and config.data.target.name == "usps"
-    assert config.method_config().trade_off == 0.5
+    assert method_config(config).trade_off == 0.5
     assert config.optim.lr == 0.02 and config.train.precision == "bf16"
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from transferlab.data import DATASETS, ImageTransform, TensorStream, load
+from transferlab.data import DATASETS, ImageTransform, TensorStream, load, register_embedded
 from transferlab.errors import DataError, TransferlabError
 
 
@@ -45,6 +45,24 @@ def test_embedded_pair_is_deterministic_disjoint_and_shifted():
     # The target is colourful (channels differ), the source is grey.
     assert (tgt.x[..., 0].float() - tgt.x[..., 1].float()).abs().mean() > 10
     assert DATASETS.get("digits").embedded is not None
+
+
+def test_register_embedded_loads_from_memory_and_may_be_called_again(tmp_path):
+    def make(part):
+        n = 4 if part == "train" else 2
+        return {"x": np.arange(n * 6, dtype=np.uint8).reshape(n, 2, 3), "y": np.arange(n) % 3}
+
+    info = register_embedded("toy_in_memory", make, num_classes=3, description="a test's toy set")
+    ds = load("toy_in_memory", "train", tmp_path)  # the data root is never read
+    assert len(ds) == 4 and ds.x.dtype == torch.uint8 and ds.y.tolist() == [0, 1, 2, 0] and ds.num_classes == 3
+    assert len(load("toy_in_memory", "test")) == 2 and info.present_parts(tmp_path) == ["train", "test"]
+    # the same registration again (a script run twice in one process) keeps the first
+    assert register_embedded("toy_in_memory", lambda part: {}, num_classes=3, description="a test's toy set") is info
+    # a different dataset under a taken name is refused
+    with pytest.raises(ValueError, match="registered twice"):
+        register_embedded("toy_in_memory", make, num_classes=5, description="a test's toy set")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_embedded("usps", make, num_classes=10, description=DATASETS.get("usps").description)
 
 
 def test_stream_draws_epochs_without_replacement_and_resumes_exactly():

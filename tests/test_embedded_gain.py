@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from transferlab.config import load_config
+from transferlab.experiment import load_config
 from transferlab.experiment import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "digits"

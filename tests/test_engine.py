@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transferlab.engine import CheckpointManager
 from transferlab.engine.metrics import MetricsLog
 from transferlab.errors import CheckpointError
-from transferlab.experiment import build, load_run, train
+from transferlab.experiment import build, load_run, resolved_config, train
 
 from conftest import tiny_config
 
@@ -55,7 +55,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     experiment = build(short)
     from transferlab.engine import prepare_run_dir
 
-    prepare_run_dir(tmp_path / "resumed", short.to_dict(), resume=False, overwrite=False)
+    prepare_run_dir(tmp_path / "resumed", resolved_config(short), resume=False, overwrite=False)
     assert experiment.trainer(tmp_path / "resumed", progress=False).fit(stop_at=7)["stopped_early"]
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
     # ... then resumed with the original command.
@@ -75,7 +75,7 @@ def test_a_resumed_runs_train_seconds_cover_every_segment(tmp_path):
     config = tiny_config("dann", iterations=12, train={"checkpoint_every": 5, "iterations": 12})
 
     def interrupted(folder):  # stopped at step 7: its newest checkpoint is step 5's
-        prepare_run_dir(folder, config.to_dict(), resume=False, overwrite=False)
+        prepare_run_dir(folder, resolved_config(config), resume=False, overwrite=False)
         assert build(config).trainer(folder, progress=False).fit(stop_at=7)["stopped_early"]
         return folder / "checkpoints" / "step_00000005" / "state.json"
 
@@ -131,7 +131,7 @@ def test_a_run_saved_before_an_option_existed_still_resumes(tmp_path):
     config = tiny_config("dann", iterations=8, train={"checkpoint_every": 4})
     from transferlab.engine import prepare_run_dir
 
-    prepare_run_dir(tmp_path / "run", config.to_dict(), resume=False, overwrite=False)
+    prepare_run_dir(tmp_path / "run", resolved_config(config), resume=False, overwrite=False)
     assert build(config).trainer(tmp_path / "run", progress=False).fit(stop_at=4)["stopped_early"]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     del saved["train"]["cuda_graph"]
@@ -172,7 +172,7 @@ def test_fused_optimizer_and_resume_across_implementations(tmp_path):
     run = tmp_path / "run"
     from transferlab.engine import prepare_run_dir
 
-    prepare_run_dir(run, config.to_dict(), resume=False, overwrite=False)
+    prepare_run_dir(run, resolved_config(config), resume=False, overwrite=False)
     assert build(config).trainer(run, progress=False).fit(stop_at=5)["stopped_early"]
     state_path = next((run / "checkpoints").glob("step_*")) / "state.json"
     state = json.loads(state_path.read_text())
@@ -196,7 +196,7 @@ def test_fused_resume_restores_the_parameters_memory_layout(tmp_path, monkeypatc
     config = tiny_config("dann", iterations=8, train={"checkpoint_every": 5})
     full = build(config).trainer(None, progress=False)
     full.fit()
-    prepare_run_dir(tmp_path / "run", config.to_dict(), resume=False, overwrite=False)
+    prepare_run_dir(tmp_path / "run", resolved_config(config), resume=False, overwrite=False)
     assert build(config).trainer(tmp_path / "run", progress=False).fit(stop_at=6)["stopped_early"]
     resumed = build(config).trainer(tmp_path / "run", progress=False, resume=True)
     resumed.fit()

@@ -12,7 +12,7 @@ from transferlab.data.streams import Batch
 from transferlab.engine import graphs
 from transferlab.engine.metrics import MetricsLog
 from transferlab.errors import ConfigError, TransferlabError
-from transferlab.experiment import build, train
+from transferlab.experiment import build, resolved_config, train
 
 from conftest import tiny_config
 
@@ -75,7 +75,7 @@ def test_graph_mode_checkpoint_and_resume(tmp_path):
     config = tiny_config("adda", iterations=TOTAL, train={"cuda_graph": True, "checkpoint_every": 5})
     from transferlab.engine import prepare_run_dir
 
-    prepare_run_dir(tmp_path / "run", config.to_dict(), resume=False, overwrite=False)
+    prepare_run_dir(tmp_path / "run", resolved_config(config), resume=False, overwrite=False)
     assert build(config).trainer(tmp_path / "run", progress=False, _emulate_graphs=True).fit(stop_at=6)["stopped_early"]
     trainer = build(config).trainer(tmp_path / "run", progress=False, resume=True, _emulate_graphs=True)
     result = trainer.fit()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from transferlab.losses import (
-    ConditionalDomainAdversarialLoss, DomainAdversarialLoss, MultilinearMap, binary_domain_loss,
+    ConditionalDomainAdversarialLoss, DomainAdversarialLoss, MultilinearMap, binary_domain_loss, class_balance,
     classifier_discrepancy, entropy,
 )
 
@@ -56,19 +56,84 @@ def test_dann_loss_reverses_gradient_into_features():
     assert torch.allclose(f_t.grad, -0.7 * f_t2.grad, atol=1e-7)
 
 
-def test_cdan_entropy_weights_favour_confident_samples():
+def _discriminator_logits(n):
+    """A stand-in discriminator that ignores its input and returns trainable logits, so the gradient of the loss
+    with respect to each logit shows the weight the loss gives that sample."""
+    z = torch.zeros(n, requires_grad=True)
+    return z, lambda h: z + 0 * h.sum(1)
+
+
+def test_cdan_e_weights_each_sample_by_one_plus_exp_minus_entropy_normalised_to_mean_one():
     torch.manual_seed(0)
-
-    def disc(h):
-        return torch.zeros(len(h), requires_grad=True)
-
-    loss = ConditionalDomainAdversarialLoss(disc, MultilinearMap(2, 2, randomized=False), entropy_conditioning=True)
     logits_s = torch.tensor([[10.0, -10.0], [0.0, 0.0]])  # confident, uncertain
-    logits_t = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    logits_t = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
     f = torch.randn(2, 2)
+    z, disc = _discriminator_logits(4)
+    loss = ConditionalDomainAdversarialLoss(disc, MultilinearMap(2, 2, randomized=False), entropy_conditioning=True)
     value, _ = loss(logits_s, f, logits_t, f)
-    # All logits 0 -> each BCE term is log 2 whatever the weights (weights average to 1).
-    assert value.item() == pytest.approx(math.log(2), rel=1e-5)
-    w = 1 + torch.exp(-entropy(torch.cat([logits_s, logits_t])))
-    w = w / w.sum() * 4
-    assert w[0] > w[1] and w.mean().item() == pytest.approx(1.0)
+    value.backward()
+    # With D's logits at 0, d loss / d z_i = w_i · (σ(0) − label_i) / (2 · 2): |grad_i| ∝ w_i.
+    p = 1 / (1 + math.exp(-2.0))  # softmax([2, 0])[0]
+    h = torch.tensor([0.0, math.log(2), -(p * math.log(p) + (1 - p) * math.log(1 - p)), math.log(2)])  # entropies, by hand
+    w = 1 + torch.exp(-h)
+    w = w / w.mean()
+    assert torch.allclose(z.grad.abs(), w * 0.5 / 4, atol=1e-6)
+    assert z.grad[0].abs() > z.grad[1].abs()  # the confident source sample counts more
+    assert value.item() == pytest.approx(math.log(2), rel=1e-5)  # mean weight 1: at D = 0 the loss is still log 2
+
+
+def test_cdan_without_entropy_conditioning_weights_every_sample_equally():
+    z, disc = _discriminator_logits(4)
+    loss = ConditionalDomainAdversarialLoss(disc, MultilinearMap(2, 2, randomized=False))
+    value, _ = loss(torch.tensor([[10.0, -10.0], [0.0, 0.0]]), torch.randn(2, 2), torch.zeros(2, 2), torch.randn(2, 2))
+    value.backward()
+    assert torch.allclose(z.grad.abs(), torch.full((4,), 0.5 / 4))
+
+
+def test_cdan_loss_reverses_gradient_into_features_and_does_not_train_the_classifier():
+    torch.manual_seed(0)
+    disc = torch.nn.Linear(6, 1)
+    multilinear = MultilinearMap(2, 3, randomized=False)
+    loss_fn = ConditionalDomainAdversarialLoss(lambda h: disc(h).squeeze(1), multilinear)
+    f_s, f_t = torch.randn(4, 2, requires_grad=True), torch.randn(4, 2, requires_grad=True)
+    logits_s, logits_t = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+    loss, _ = loss_fn(logits_s, f_s, logits_t, f_t, grl_coeff=0.4)
+    loss.backward()
+    assert logits_s.grad is None and logits_t.grad is None  # g = softmax(logits) is detached inside T
+    f2 = torch.cat([f_s, f_t]).detach().requires_grad_()
+    g = torch.softmax(torch.cat([logits_s, logits_t]).detach(), 1)
+    d = disc(multilinear(f2, g)).squeeze(1)
+    plain, _ = binary_domain_loss(d[:4], d[4:])
+    plain.backward()
+    assert torch.allclose(torch.cat([f_s.grad, f_t.grad]), -0.4 * f2.grad, atol=1e-7)
+
+
+def test_weighted_binary_domain_loss_hand_computed():
+    # source logit 0 (BCE log 2) weighted 3, target logit 0 weighted 1: ½(3 log 2 + log 2) = 2 log 2
+    loss, acc = binary_domain_loss(torch.zeros(1), torch.zeros(1), torch.tensor([3.0]), torch.tensor([1.0]))
+    assert loss.item() == pytest.approx(2 * math.log(2))
+    # a target logit of exactly 0 counts as "target" (accuracy ≤ 0), a source logit of 0 does not
+    assert acc.item() == pytest.approx(0.5)
+    _, acc = binary_domain_loss(torch.tensor([1.0, -1.0]), torch.tensor([-3.0, 0.5]))
+    assert acc.item() == pytest.approx(0.5 * (0.5 + 0.5))
+
+
+def test_randomized_multilinear_map_is_the_scaled_product_of_two_random_projections():
+    torch.manual_seed(0)
+    m = MultilinearMap(3, 2, randomized=True, randomized_dim=5)
+    f, g = torch.randn(4, 3), torch.softmax(torch.randn(4, 2), 1)
+    assert torch.allclose(m(f, g), (f @ m.r_f) * (g @ m.r_g) / math.sqrt(5))
+    assert m.out_features == 5 and MultilinearMap(3, 2, randomized=False).out_features == 6
+    assert {"r_f", "r_g"} <= set(m.state_dict())  # saved with the model: a resumed run uses the same projections
+
+
+def test_class_balance_is_log_k_for_a_balanced_batch_and_grows_as_it_collapses():
+    balanced = torch.tensor([[5.0, -5.0, 0.0], [-5.0, 5.0, 0.0], [0.0, -5.0, 5.0]])
+    b = class_balance(balanced).item()
+    p_mean = torch.softmax(balanced, 1).mean(0)
+    assert b == pytest.approx(-(torch.log(p_mean + 1e-6)).mean().item(), rel=1e-6)
+    assert class_balance(torch.zeros(4, 3)).item() == pytest.approx(math.log(3), rel=1e-5)  # uniform mean
+    collapsed = torch.tensor([[9.0, 0.0, 0.0]] * 3)
+    assert class_balance(collapsed).item() > b > math.log(3) - 1e-3
+    # per-sample confidence is not penalised: three confident predictions of different classes ≈ log K
+    assert class_balance(torch.eye(3) * 30).item() == pytest.approx(math.log(3), rel=1e-4)

@@ -1,37 +1,90 @@
-"""Method behaviour on tiny deterministic problems."""
+"""Method behaviour on tiny deterministic problems, through each method's own ``update``.
+
+Each test pins a method's defining term: which parameters each optimizer step moves, which quantity it
+lowers or raises, how each hyper-parameter enters, and what ``bn_mode`` changes in BatchNorm's batches.
+The encoder here has BatchNorm (in its bottleneck) and no dropout, so repeated forwards are identical.
+"""
+
+import math
+from dataclasses import dataclass, field
 
 import pytest
 import torch
+from torch import nn
 
 from transferlab.config import OptimConfig
 from transferlab.data import Batch
 from transferlab.engine.trainer import build_optimizer
+from transferlab.losses import binary_domain_loss, class_balance, classifier_discrepancy
 from transferlab.methods import ADDA, METHODS
-from transferlab.models import Encoder, MLP
+from transferlab.models import MLP, Encoder
 from transferlab.schedules import Schedule
+
+DA_METHODS = ["dann", "cdan", "cdan_e", "mcd", "adda"]
+
+
+@dataclass
+class Call:
+    names: tuple[str, ...]
+    loss: float
+    changed: set[str]
+    grads: dict[str, torch.Tensor]
+    probes: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (before the step, after it)
 
 
 class RecordingContext:
-    """A StepContext for unit tests: real optimizers; records which parameters each step changed."""
+    """A StepContext for unit tests: real optimizers; records, for every ``backward_and_step``, the loss, the
+    gradients, which parameters changed, and ``probes`` (functions of the model) before and after the step.
+    ``scalars`` pins a schedule's value by name (e.g. the GRL λ); ``lr=0`` takes no optimizer step at all, so
+    every call sees the initial weights."""
 
-    def __init__(self, method, total_steps=10, lr=0.05):
+    def __init__(self, method, total_steps=10, lr=0.05, probes=None, scalars=None, optim=None):
         self.method = method
-        self.optimizers = {name: build_optimizer(req, OptimConfig(lr=lr), lambda p: 1.0)
-                           for name, req in method.optimizers().items()}
+        self.frozen = lr == 0
+        optim = optim or OptimConfig(lr=lr or 1.0)
+        self.optimizers = {name: build_optimizer(req, optim, lambda p: 1.0) for name, req in method.optimizers().items()}
         self.step, self.total_steps, self.progress = 0, total_steps, 0.0
-        self.calls = []  # (optimizer names, names of parameters that changed)
+        self.probes = probes or {}
+        self.fixed_scalars = scalars or {}
+        self.calls: list[Call] = []
+        self.scalars: list[tuple[str, Schedule, float]] = []
+
+    def _probe(self):
+        return {name: float(fn()) for name, fn in self.probes.items()}
 
     def backward_and_step(self, loss, *names):
         before = {n: p.detach().clone() for n, p in self.method.named_parameters()}
+        probes_before = self._probe()
         self.method.zero_grad(set_to_none=True)
         loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in self.method.named_parameters() if p.grad is not None}
         for name in names:
-            self.optimizers[name].step()
+            if not self.frozen:
+                self.optimizers[name].step()
         changed = {n for n, p in self.method.named_parameters() if not torch.equal(before[n], p.detach())}
-        self.calls.append((names, changed))
+        probes_after = self._probe()
+        self.calls.append(Call(names, float(loss.detach()), changed, grads,
+                               {k: (probes_before[k], probes_after[k]) for k in self.probes}))
 
     def scalar(self, name, schedule: Schedule):
-        return float(schedule(self.progress))
+        value = self.fixed_scalars.get(name, float(schedule(self.progress)))
+        self.scalars.append((name, schedule, value))
+        return value
+
+    def gather(self, tensor):
+        return tensor
+
+
+class Trunk(nn.Module):
+    """A deterministic backbone (no dropout) for an :class:`Encoder` with a BatchNorm bottleneck."""
+
+    def __init__(self, d_in=8, d_out=16):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, d_out), nn.ReLU())
+        self.out_features = d_out
+
+    def forward(self, x):
+        return self.net(x)
 
 
 def blobs(n=64, shift=0.0, seed=0):
@@ -42,12 +95,31 @@ def blobs(n=64, shift=0.0, seed=0):
     return x, y
 
 
-def make(name, **hparams):
-    torch.manual_seed(0)
-    return METHODS.get(name)(Encoder(MLP(8, hidden=16), bottleneck_dim=0), 2, **hparams)
+def make(name, seed=0, encoder=None, **hparams):
+    torch.manual_seed(seed)
+    return METHODS.get(name)(encoder or Encoder(Trunk(), bottleneck_dim=8), 2, **hparams)
 
 
-@pytest.mark.parametrize("name", ["source_only", "dann", "cdan", "cdan_e", "mcd", "adda"])
+def domains(shift=1.0, n=32):
+    xs, ys = blobs(n, seed=1)
+    xt, _ = blobs(n, shift=shift, seed=2)
+    return Batch(xs, ys), Batch(xt)
+
+
+@torch.no_grad()
+def in_eval(method, fn):
+    """``fn()`` with the method in eval mode (BatchNorm on running statistics), the mode restored after."""
+    was = method.training
+    method.eval()
+    try:
+        return fn()
+    finally:
+        method.train(was)
+
+
+# --- every method ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["source_only", *DA_METHODS])
 def test_update_reduces_classification_loss(name):
     method = make(name)
     xs, ys = blobs(seed=1)
@@ -65,13 +137,134 @@ def test_update_reduces_classification_loss(name):
     assert accuracy > 0.9
 
 
+def test_paper_defaults():
+    """The defaults the docs promise: the papers' (and TLlib's) values."""
+    dann, cdan, mcd, adda = (METHODS.get(n).Config(name=n) for n in ("dann", "cdan", "mcd", "adda"))
+    assert (dann.trade_off, dann.grl_gamma, dann.grl_max, dann.discriminator_hidden, dann.bn_mode) == (1.0, 10.0, 1.0, 1024, "joint")
+    assert (cdan.randomized, cdan.randomize_above, cdan.randomized_dim) == ("auto", 4096, 1024)
+    assert (mcd.num_k, mcd.head_hidden, mcd.entropy_weight) == (4, 256, 0.0)
+    assert (adda.pretrain_fraction, adda.discriminator_hidden, adda.adversarial_optimizer, adda.adversarial_lr,
+            adda.adversarial_betas, adda.adversarial_lr_schedule) == (0.5, 500, "adam", 2e-4, (0.5, 0.999), "constant")
+    assert not METHODS.get("cdan").entropy_conditioning and METHODS.get("cdan_e").entropy_conditioning
+
+
+# --- bn_mode ------------------------------------------------------------------------------------
+
+def batchnorm_batches(method, run):
+    """The batch sizes the encoder's BatchNorm normalised together during ``run()`` (train-mode forwards only)."""
+    sizes = []
+    bn = method.encoder.bottleneck[1]
+    handle = bn.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])) if module.training else None)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return sizes
+
+
+@pytest.mark.parametrize("bn_mode", ["joint", "separate"])
+def test_features_normalise_the_domains_together_only_in_joint_mode(bn_mode):
+    method = make("dann", bn_mode=bn_mode)
+    (source, target), other_target = domains(), blobs(32, shift=-2.0, seed=3)[0]
+    f_s, f_t = method.features(source.x, target.x)
+    if bn_mode == "joint":
+        joint = method.encoder(torch.cat([source.x, target.x]))
+        assert torch.allclose(f_s, joint[:32]) and torch.allclose(f_t, joint[32:])
+        # the source's features depend on the target batch it was normalised with
+        assert not torch.allclose(method.features(source.x, other_target)[0], f_s)
+    else:
+        assert torch.allclose(f_s, method.encoder(source.x)) and torch.allclose(f_t, method.encoder(target.x))
+        assert torch.allclose(method.features(source.x, other_target)[0], f_s)
+
+
+@pytest.mark.parametrize("name, joint, separate", [
+    ("dann", [64], [32, 32]),
+    ("cdan", [64], [32, 32]),
+    ("cdan_e", [64], [32, 32]),
+    # steps A and B forward both domains; step C (num_k = 2) too, jointly or the target alone
+    ("mcd", [64, 64, 64, 64], [32, 32, 32, 32, 32, 32]),
+])
+def test_bn_mode_decides_which_samples_batchnorm_normalises_together(name, joint, separate):
+    for bn_mode, expected in (("joint", joint), ("separate", separate)):
+        method = make(name, bn_mode=bn_mode, **({"num_k": 2} if name == "mcd" else {}))
+        ctx = RecordingContext(method)
+        assert batchnorm_batches(method, lambda: method.update(*domains(), ctx)) == expected, bn_mode
+
+
+# --- DANN / CDAN / CDAN+E -----------------------------------------------------------------------
+
+def transfer_gradients(name, trade_off, grl_lambda, encoder_only=True, **hparams):
+    """Gradients of one update's loss from a fixed initialisation, with λ pinned."""
+    method = make(name, trade_off=trade_off, **hparams)
+    ctx = RecordingContext(method, lr=0.0, scalars={"grl_lambda": grl_lambda})
+    method.update(*domains(), ctx)
+    (call,) = ctx.calls
+    prefix = "encoder." if encoder_only else "domain_loss."
+    return {n: g for n, g in call.grads.items() if n.startswith(prefix)}
+
+
+def _close(a, b, atol=1e-6):
+    return all(torch.allclose(a[k], b[k], atol=atol) for k in a)
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
+def test_trade_off_scales_the_transfer_term(name):
+    """Encoder gradient = ∇CE + trade_off · ∇L_transfer: linear in trade_off, and not constant."""
+    g0, g1, g25 = (transfer_gradients(name, t, 0.7) for t in (0.0, 1.0, 2.5))
+    assert not _close(g1, g0)
+    assert _close({k: g25[k] - g0[k] for k in g0}, {k: 2.5 * (g1[k] - g0[k]) for k in g0}, atol=1e-5)
+    # the discriminator learns from the transfer term only
+    d1, d25 = (transfer_gradients(name, t, 0.7, encoder_only=False) for t in (1.0, 2.5))
+    assert d1 and _close(d25, {k: 2.5 * v for k, v in d1.items()}, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
+def test_grl_lambda_scales_only_what_reaches_the_encoder(name):
+    """λ multiplies the (reversed) gradient into the encoder; the discriminator's own gradient ignores it."""
+    ce = transfer_gradients(name, 1.0, 0.0)  # λ = 0: the encoder sees the classification loss only
+    t3, t9 = ({k: v - ce[k] for k, v in transfer_gradients(name, 1.0, lam).items()} for lam in (0.3, 0.9))
+    assert not _close(t3, {k: torch.zeros_like(v) for k, v in t3.items()})
+    assert _close(t9, {k: 3.0 * v for k, v in t3.items()}, atol=1e-5)
+    assert _close(transfer_gradients(name, 1.0, 0.3, encoder_only=False), transfer_gradients(name, 1.0, 0.9, encoder_only=False))
+
+
+def test_dann_reverses_the_discriminators_gradient_into_the_encoder():
+    """The transfer part of the encoder's gradient is −λ times the gradient that would *lower* the domain loss:
+    the encoder is trained to confuse the discriminator."""
+    lam = 0.6
+    ce = transfer_gradients("dann", 1.0, 0.0)
+    transfer = {k: v - ce[k] for k, v in transfer_gradients("dann", 1.0, lam).items()}
+    method = make("dann")  # the same initialisation
+    source, target = domains()
+    f_s, f_t = method.features(source.x, target.x)
+    d = method.domain_loss.discriminator
+    logits = d(torch.cat([f_s, f_t]))  # one discriminator batch, as in the loss
+    plain, _ = binary_domain_loss(logits[:32], logits[32:])  # no reversal
+    method.zero_grad()
+    plain.backward()
+    expected = {n: -lam * p.grad for n, p in method.named_parameters() if n.startswith("encoder.")}
+    assert _close(transfer, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
+def test_grl_follows_its_schedule(name):
+    method = make(name, grl_gamma=5.0, grl_max=0.4)
+    ctx = RecordingContext(method, total_steps=10)
+    ctx.progress = 0.3
+    method.update(*domains(), ctx)
+    (label, schedule, value), = ctx.scalars
+    assert label == "grl_lambda" and value == pytest.approx(0.4 * (2 / (1 + math.exp(-5.0 * 0.3)) - 1))
+    assert schedule(1.0) == pytest.approx(0.4 * (2 / (1 + math.exp(-5.0)) - 1))
+
+
 @pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
 def test_discriminator_separates_shifted_domains_but_not_identical_ones(name):
     """With the encoder frozen, the discriminator is trained by the same update: it must tell a shifted
     target from the source, and must not separate a target drawn from the source distribution."""
 
     def final_domain_accuracy(shift):
-        method = make(name, trade_off=1.0)
+        torch.manual_seed(0)  # dropout in the MLP keeps the 1024-wide discriminator from memorising 128 samples
+        method = make(name, encoder=Encoder(MLP(8, hidden=16), bottleneck_dim=0), trade_off=1.0)
         for p in method.encoder.parameters():
             p.requires_grad_(False)
         xs, ys = blobs(seed=1)
@@ -87,72 +280,202 @@ def test_discriminator_separates_shifted_domains_but_not_identical_ones(name):
     assert final_domain_accuracy(0.0) < 0.65
 
 
+def test_cdan_e_weights_by_confidence_and_equals_cdan_when_all_are_equally_confident():
+    def transfer_loss(name, source, target):
+        method = make(name)
+        method.head.weight.data.mul_(30)  # confident, unequally so: weights 1 + e^-H differ from sample to sample
+        ctx = RecordingContext(method, lr=0.0, scalars={"grl_lambda": 1.0})
+        return method.update(source, target, ctx)["transfer_loss"].item()
+
+    source, target = domains()
+    assert transfer_loss("cdan_e", source, target) != pytest.approx(transfer_loss("cdan", source, target), rel=1e-4)
+    # A zero head makes every prediction uniform: all entropies equal, all weights 1, CDAN+E = CDAN.
+    def zero_head(name):
+        method = make(name)
+        nn.init.zeros_(method.head.weight), nn.init.zeros_(method.head.bias)
+        ctx = RecordingContext(method, lr=0.0, scalars={"grl_lambda": 1.0})
+        return method.update(source, target, ctx)["transfer_loss"].item()
+
+    assert zero_head("cdan_e") == pytest.approx(zero_head("cdan"), rel=1e-6)
+
+
+# --- MCD ----------------------------------------------------------------------------------------
+
 def test_mcd_three_steps_update_the_right_parameters():
     method = make("mcd", num_k=3)
-    xs, ys = blobs(seed=1)
-    xt, _ = blobs(shift=1.0, seed=2)
     ctx = RecordingContext(method)
-    out = method.update(Batch(xs, ys), Batch(xt), ctx)
+    out = method.update(*domains(), ctx)
     assert set(out) == {"loss_a", "discrepancy_b", "discrepancy_c"}
-    names = [names for names, _ in ctx.calls]
-    assert names == [("generator", "classifiers"), ("classifiers",)] + [("generator",)] * 3
+    assert [c.names for c in ctx.calls] == [("generator", "classifiers"), ("classifiers",)] + [("generator",)] * 3
     generator = {n for n, _ in method.named_parameters() if n.startswith("encoder.")}
     classifiers = {n for n, _ in method.named_parameters() if n.startswith(("head_1.", "head_2."))}
-    step_a, step_b, *steps_c = (changed for _, changed in ctx.calls)
+    step_a, step_b, *steps_c = (c.changed for c in ctx.calls)
     assert step_a == generator | classifiers
     assert step_b == classifiers           # G fixed in step B
     for changed in steps_c:
         assert changed == generator          # F1, F2 fixed in step C
 
 
-def test_mcd_step_b_increases_discrepancy():
-    method = make("mcd", num_k=1)
-    xs, ys = blobs(seed=1)
-    xt, _ = blobs(shift=1.0, seed=2)
-    ctx = RecordingContext(method, lr=0.5)
-    method.train()
-    with torch.no_grad():
-        f_t = method.encoder(xt)
-    from transferlab.losses import classifier_discrepancy
+def test_mcd_step_b_raises_the_discrepancy_and_step_c_lowers_it():
+    method = make("mcd", num_k=3, head_hidden=0)
+    source, target = domains()
 
-    method.eval()
-    before = classifier_discrepancy(method.head_1(f_t), method.head_2(f_t)).item()
-    method.train()
-    # Only step B: maximise discrepancy with the classifiers.
-    loss_b = method._source_loss(method.encoder(xs).detach(), ys) - classifier_discrepancy(
-        method.head_1(f_t), method.head_2(f_t))
-    ctx.backward_and_step(loss_b, "classifiers")
-    method.eval()
-    after = classifier_discrepancy(method.head_1(f_t), method.head_2(f_t)).item()
-    assert after > before
+    def discrepancy():
+        return in_eval(method, lambda: classifier_discrepancy(*(h(method.encoder(target.x)) for h in (method.head_1, method.head_2))))
 
+    def source_loss():
+        return in_eval(method, lambda: method._source_loss(method.encoder(source.x), source.y))
+
+    ctx = RecordingContext(method, lr=0.01, probes={"discrepancy": discrepancy, "source_loss": source_loss})
+    out = method.update(source, target, ctx)
+    step_a, step_b, *steps_c = ctx.calls
+    assert step_a.probes["source_loss"][1] < step_a.probes["source_loss"][0]
+    assert step_b.probes["discrepancy"][1] > step_b.probes["discrepancy"][0]
+    for step in steps_c:
+        assert step.probes["discrepancy"][1] < step.probes["discrepancy"][0]
+    assert out["discrepancy_c"].item() == pytest.approx(steps_c[-1].loss)  # the last step C's, as logged
+
+
+def test_mcd_step_b_loss_is_source_loss_minus_discrepancy():
+    method = make("mcd", num_k=1, head_hidden=0)
+    source, target = domains()
+    ctx = RecordingContext(method, lr=0.0)
+    out = method.update(source, target, ctx)
+    f_s, f_t = method.features(source.x, target.x)  # lr 0: the same weights the step saw
+    expected = method._source_loss(f_s, source.y) - classifier_discrepancy(method.head_1(f_t), method.head_2(f_t))
+    assert ctx.calls[1].loss == pytest.approx(expected.item(), rel=1e-5)
+    assert out["discrepancy_b"].item() > 0
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_mcd_entropy_weight_adds_tllibs_class_balance_to_steps_a_and_b(weight):
+    """entropy_weight · (b(F1(G(x_t))) + b(F2(G(x_t)))) in steps A and B, b the class balance of the mean prediction."""
+    source, target = domains()
+    losses = {}
+    for w in (0.0, weight):
+        method = make("mcd", num_k=1, head_hidden=0, entropy_weight=w)
+        ctx = RecordingContext(method, lr=0.0)
+        method.update(source, target, ctx)
+        losses[w] = [c.loss for c in ctx.calls]
+    _, f_t = method.features(source.x, target.x)
+    balance = (class_balance(method.head_1(f_t)) + class_balance(method.head_2(f_t))).item()
+    assert losses[weight][0] - losses[0.0][0] == pytest.approx(weight * balance, abs=1e-5)   # step A
+    assert losses[weight][1] - losses[0.0][1] == pytest.approx(weight * balance, abs=1e-5)   # step B
+    assert losses[weight][2] == pytest.approx(losses[0.0][2])                                # step C: none
+
+
+def test_mcd_predicts_with_the_average_of_both_classifiers():
+    method = make("mcd", head_hidden=0)
+    method.eval()
+    x = blobs(8, seed=4)[0]
+    f = method.encoder(x)
+    p = 0.5 * (torch.softmax(method.head_1(f), 1) + torch.softmax(method.head_2(f), 1))
+    assert torch.allclose(method.predict(x).exp(), p, atol=1e-6)
+
+
+# --- ADDA ---------------------------------------------------------------------------------------
 
 def test_adda_target_encoder_is_separate_and_initialised_from_source():
     method: ADDA = make("adda", pretrain_fraction=0.5)
     assert method.target_encoder is not method.encoder
     assert not any(p1 is p2 for p1, p2 in zip(method.target_encoder.parameters(), method.encoder.parameters()))
-    xs, ys = blobs(seed=1)
-    xt, _ = blobs(shift=1.0, seed=2)
+    source, target = domains()
     ctx = RecordingContext(method, total_steps=10)
     for step in range(5):  # stage 1: only the source encoder and the classifier move
         ctx.step = step
-        method.update(Batch(xs, ys), Batch(xt), ctx)
-        assert all(n.startswith(("encoder.", "head.")) for n in ctx.calls[-1][1])
+        method.update(source, target, ctx)
+        assert ctx.calls[-1].names == ("source",)
+        assert ctx.calls[-1].changed and all(n.startswith(("encoder.", "head.")) for n in ctx.calls[-1].changed)
     assert not method.adapted
     source_state = {k: v.clone() for k, v in method.encoder.state_dict().items()}
     ctx.step = 5  # first stage-2 step: M_t <- M_s, then D and M_t are updated, M_s and C never again
-    method.update(Batch(xs, ys), Batch(xt), ctx)
+    method.update(source, target, ctx)
     assert bool(method.adapted)
-    (d_names, d_changed), (t_names, t_changed) = ctx.calls[-2:]
-    assert d_names == ("discriminator",) and all(n.startswith("discriminator.") for n in d_changed)
-    assert t_names == ("target_encoder",) and all(n.startswith("target_encoder.") for n in t_changed) and t_changed
+    d_call, t_call = ctx.calls[-2:]
+    assert d_call.names == ("discriminator",) and all(n.startswith("discriminator.") for n in d_call.changed)
+    assert t_call.names == ("target_encoder",) and t_call.changed and all(n.startswith("target_encoder.") for n in t_call.changed)
     for key, value in method.encoder.state_dict().items():
         assert torch.equal(value, source_state[key]), key
     # The target encoder started from M_s: one Adam step (lr 2e-4) moves it only slightly.
-    drift = max((a - source_state[k]).abs().max().item() for k, a in method.target_encoder.state_dict().items()
-                if a.is_floating_point())
+    drift = max((p - source_state[k]).abs().max().item() for k, p in method.target_encoder.named_parameters())
     assert 0 < drift < 1e-2
     assert ctx.optimizers["target_encoder"].__class__.__name__ == "Adam"
+
+
+def test_adda_stage_2_discriminator_separates_and_target_encoder_fools_it():
+    """min_D of the domain loss; min_Mt of −log D(M_t(x_t)) — the inverted label: M_t pushes D's target logit up."""
+    method: ADDA = make("adda", pretrain_fraction=0.5)
+    source, target = domains(shift=2.0)
+
+    def d_loss():
+        return in_eval(method, lambda: binary_domain_loss(method.discriminator(method.encoder(source.x)),
+                                                          method.discriminator(method.target_encoder(target.x)))[0])
+
+    def target_logit():
+        return in_eval(method, lambda: method.discriminator(method.target_encoder(target.x)).mean())
+
+    ctx = RecordingContext(method, total_steps=10, probes={"d_loss": d_loss, "target_logit": target_logit})
+    for step in range(5, 8):
+        ctx.step = step
+        method.update(source, target, ctx)
+        d_call, t_call = ctx.calls[-2:]
+        assert d_call.probes["d_loss"][1] < d_call.probes["d_loss"][0]
+        assert t_call.probes["target_logit"][1] > t_call.probes["target_logit"][0]
+
+
+@pytest.mark.parametrize("fraction, total, first_stage_2", [(0.5, 10, 5), (0.3, 10, 3), (0.25, 10, 3), (0.9, 7, 7)])
+def test_adda_pretrain_fraction_sets_where_stage_2_starts(fraction, total, first_stage_2):
+    method = make("adda", pretrain_fraction=fraction)
+    source, target = domains()
+    ctx = RecordingContext(method, total_steps=total)
+    stages = []
+    for step in range(total):
+        ctx.step = step
+        method.update(source, target, ctx)
+        stages.append(2 if ctx.calls[-1].names == ("target_encoder",) else 1)
+        assert method.graph_phase(ctx) is (stages[-1] == 2)
+    assert stages == [1] * first_stage_2 + [2] * (total - first_stage_2)
+
+
+def test_adda_classifies_each_domain_through_its_own_encoder():
+    method: ADDA = make("adda")
+    method.eval()
+    x = blobs(8, seed=4)[0]
+    with torch.no_grad():
+        for p in method.target_encoder.parameters():
+            p.add_(1.0)
+    assert not method.adapted  # before stage 2 both domains use the source encoder
+    assert torch.allclose(method.predict_on(x, "target"), method.head(method.encoder(x)))
+    method.adapted.fill_(True)
+    assert torch.allclose(method.predict(x), method.head(method.target_encoder(x)))
+    assert torch.allclose(method.predict_on(x, "source"), method.head(method.encoder(x)))
+    assert method.encoder_for("target") is method.target_encoder and method.encoder_for("source") is method.encoder
+
+
+# --- supervised ---------------------------------------------------------------------------------
+
+def test_linear_probe_trains_only_the_head_and_keeps_batchnorm_statistics():
+    method = make("linear_probe")
+    method.train()
+    stats = {k: v.clone() for k, v in method.encoder.state_dict().items()}
+    ctx = RecordingContext(method)
+    method.update(domains()[0], ctx)
+    assert ctx.calls[0].changed == {"head.weight", "head.bias"}
+    for key, value in method.encoder.state_dict().items():
+        assert torch.equal(value, stats[key]), key
+    assert not method.encoder.training and method.head.training
+
+
+def test_source_only_minimises_the_source_cross_entropy_over_every_parameter():
+    assert METHODS.get("source_only").inputs == {"source": True}  # the target is for evaluation only
+    method = make("source_only")
+    source = domains()[0]
+    ctx = RecordingContext(method, lr=0.0)
+    method.update(source, ctx)
+    assert ctx.calls[0].loss == pytest.approx(nn.functional.cross_entropy(method.predict(source.x), source.y).item(), rel=1e-5)
+    ctx = RecordingContext(method)
+    method.update(source, ctx)
+    assert ctx.calls[0].changed == {n for n, _ in method.named_parameters()}
 
 
 def test_unknown_hyper_parameter_is_a_clear_error():
@@ -162,3 +485,4 @@ def test_unknown_hyper_parameter_is_a_clear_error():
         make("dann", trade_of=0.5)
     with pytest.raises(ConfigError, match="num_k"):
         make("mcd", num_k=0)
+

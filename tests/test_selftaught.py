@@ -14,7 +14,7 @@ from transferlab.cli import main as cli
 from transferlab.data.augment import Views
 from transferlab.data.datasets import ArrayDataset, labels_per_class, select_classes
 from transferlab.errors import CheckpointError, ConfigError, DataError
-from transferlab.experiment import build
+from transferlab.experiment import build, resolved_config
 from transferlab.losses import kl_sparsity, nt_xent
 from transferlab.methods import METHODS, InputSpec
 from transferlab.models import Encoder
@@ -288,7 +288,7 @@ def test_grid_writes_table_plot_and_resumes(tmp_path, pretrained, capsys):
 
 def test_protocol_errors_are_clear(tmp_path, pretrained, capsys):
     # a supervised method is not a pretraining method
-    cfg = tiny_config("dann").to_dict()
+    cfg = resolved_config(tiny_config("dann"))
     path = tmp_path / "dann.yaml"
     path.write_text(json.dumps(cfg))
     assert cli(["pretrain", str(path), "--out", str(tmp_path / "x"), "--no-progress"]) == 2

@@ -141,7 +141,7 @@ def main() -> None:
 def plot_all_divergence(task: str) -> None:
     """One divergence figure per task over every method's runs."""
     sys.path.insert(0, str(REPO / "src"))
-    from transferlab.analysis.runs import plot_divergence
+    from transferlab.reports.divergence import plot_divergence
 
     reports = [r for m in METHODS if (OUT / "divergence" / task / m / "divergence.json").is_file()
                for r in json.loads((OUT / "divergence" / task / m / "divergence.json").read_text())]

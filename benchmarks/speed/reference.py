@@ -44,7 +44,7 @@ class _Reverse(torch.autograd.Function):
 
 
 def _modules(data_root):
-    from transferlab.config import load_config
+    from transferlab.experiment import load_config
     from transferlab.experiment import build
 
     config = load_config(REPO / "configs" / "digits" / "mnist_usps_dann.yaml", ["train.iterations=10000"])

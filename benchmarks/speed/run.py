@@ -121,22 +121,18 @@ def _cpu_peak_mb(method: str) -> float:
 def _register_synthetic(n: int) -> None:
     import numpy as np
 
-    from transferlab.data import DATASETS, DatasetInfo, register
-
-    if SYNTHETIC in DATASETS:
-        return
+    from transferlab.data import register_embedded
 
     def make(part: str) -> dict:
         rng = np.random.default_rng(0 if part == "train" else 1)
         return {"x": rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8),
                 "y": rng.integers(0, 31, size=n).astype(np.int64)}
 
-    register(DatasetInfo(name=SYNTHETIC, kind="image", num_classes=31, parts=("train", "test"),
-                         description=SYNTHETIC_DESCRIPTION, embedded=make))
+    register_embedded(SYNTHETIC, make, num_classes=31, parts=("train", "test"), description=SYNTHETIC_DESCRIPTION)
 
 
 def _config(spec: dict):
-    from transferlab.config import load_config
+    from transferlab.experiment import load_config
 
     graph = spec["compile"] == GRAPH
     common = ["train.eval_every=0", "train.checkpoint_every=0", "train.iterations=10000",
@@ -180,12 +176,12 @@ def worker(spec: dict) -> dict:
         return reference_worker(spec)
 
     from transferlab.engine import device_description
-    from transferlab.experiment import build
+    from transferlab.experiment import build, method_config
 
     config = _config(spec)
     steps_total = spec["warmup"] + spec["steps"]
     if spec["case"] == "digits_adda_stage1":
-        stage2_start = math.ceil(config.method_config().pretrain_fraction * config.train.iterations)
+        stage2_start = math.ceil(method_config(config).pretrain_fraction * config.train.iterations)
         if steps_total >= stage2_start:
             raise SystemExit(f"warmup+steps={steps_total} reaches ADDA stage 2 at step {stage2_start}")
     experiment = build(config, spec.get("data_root"))

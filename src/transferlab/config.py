@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from .errors import ConfigError
-from .registry import closest
+from .validation import format_validation_error
 
 
 class _Strict(BaseModel):
@@ -138,69 +138,12 @@ class Config(_Strict):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: dict[str, Any] = Field(default_factory=lambda: {"name": "source_only"})
-    """The method's name and hyper-parameters; validated against that method's own ``Config``."""
+    """The method's name and hyper-parameters. This layer knows no methods: the section is validated against
+    that method's own ``Config`` by :func:`transferlab.experiment.method_config`."""
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     transfer: TransferConfig | None = None
     """For pretraining runs: the downstream task that ``transferlab probe|finetune|grid`` transfer to."""
-
-    def method_config(self):
-        from .methods import METHODS
-
-        if "name" not in self.method:
-            raise ConfigError(f"method.name is missing. Valid methods: {', '.join(METHODS.names())}")
-        from .errors import TransferlabError
-
-        try:
-            cls = METHODS.get(str(self.method["name"]))
-        except TransferlabError as exc:
-            raise ConfigError(f"method.name: {exc}") from None
-        try:
-            return cls.Config(**self.method)
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, cls.Config, prefix="method")) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fully resolved config (every default filled in, the method's included)."""
-        out = self.model_dump(mode="json")
-        out["method"] = self.method_config().model_dump(mode="json")
-        return out
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class reached by following ``loc`` from ``model`` (None if not a model)."""
-    import typing
-
-    current: Any = model
-    for key in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or key not in current.model_fields:
-            return None
-        annotation = current.model_fields[key].annotation
-        candidates = [a for a in typing.get_args(annotation) if isinstance(a, type)] or [annotation]
-        current = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    lines = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        key = ".".join(str(part) for part in ((prefix,) if prefix else ()) + loc)
-        if error["type"] == "extra_forbidden":
-            parent = _model_at(model, loc[:-1])
-            valid = sorted(parent.model_fields) if parent else []
-            lines.append(f"{key}: unknown key.{closest(str(loc[-1]), valid)} Valid keys here: {', '.join(valid)}")
-        elif error["type"] == "missing":
-            lines.append(f"{key}: required but missing")
-        elif error["type"] == "value_error" and isinstance(error.get("input"), dict):  # a rule across keys
-            lines.append(f"{key}: {error.get('ctx', {}).get('error', error['msg'])}")
-        else:
-            got = error.get("input")
-            lines.append(f"{key}: {error['msg']} (got {got!r})")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -271,18 +214,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def validate(raw: dict[str, Any]) -> Config:
+    """``raw`` as a :class:`Config`; every problem becomes one :class:`ConfigError`. The ``method`` section is
+    only checked to be a mapping here (see :attr:`Config.method`)."""
     try:
         config = Config(**raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, Config)) from None
     except TypeError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
-    config.method_config()  # validate the method section now, not at build time
     return config
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 raw: dict[str, Any] | None = None) -> Config:
-    """Read, override and validate a config (from a file, or from a ``raw`` dict)."""
+    """Read, override and validate a config (from a file, or from a ``raw`` dict). Configs that are to be run
+    are loaded with :func:`transferlab.experiment.load_config`, which validates the method section too."""
     data = read_yaml(path) if path is not None else copy.deepcopy(raw or {})
     return validate(apply_overrides(data, overrides or []))

@@ -9,7 +9,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config
+from .experiment import load_config
 
 EMBEDDED_CONFIG = Path(str(resources.files("transferlab") / "configs" / "embedded_digits.yaml"))
 

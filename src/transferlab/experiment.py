@@ -2,6 +2,10 @@
 
 This is the only place that wires datasets, transforms, backbone, method and engine together;
 the CLI, the demo and benchmarks all go through it, so there is one way to run an experiment.
+It is also where a config meets the method registry: the config layer below knows no methods, so
+:func:`method_config` validates the ``method`` section against its method's own ``Config``, and
+:func:`load_config` (the loader of configs that are to be run) reports a bad method section when the
+config is loaded.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ from typing import Any
 
 import torch
 
+from . import config as schema
 from . import data as tl_data
-from .config import Config, DomainConfig, validate
+from .config import Config, DomainConfig
 from .data import ArrayDataset, FeatureTransform, ImageTransform
 from .data.datasets import labels_per_class, select_classes
 from .engine import Trainer
 from .engine.checkpoint import load_tensors
-from .errors import CheckpointError, ConfigError, DataError, state_dict_mismatch
-from .methods import METHODS, InputSpec, Method
+from .errors import CheckpointError, ConfigError, DataError, TransferlabError, state_dict_mismatch
+from .methods import METHODS, InputSpec, Method, MethodConfig
+from .methods.base import make_config
 from .models import Encoder, create_backbone
 from .models.layers import freeze_layers, layer_state
 
@@ -49,10 +55,36 @@ class Experiment:
         )
 
 
+def method_config(config: Config) -> MethodConfig:
+    """The config's method section validated against its method's own ``Config`` (defaults filled in).
+    A missing or unknown name, or a bad hyper-parameter, is a :class:`ConfigError` that names the key."""
+    if "name" not in config.method:
+        raise ConfigError(f"method.name is missing. Valid methods: {', '.join(METHODS.names())}")
+    try:
+        cls = METHODS.get(str(config.method["name"]))
+    except TransferlabError as exc:
+        raise ConfigError(f"method.name: {exc}") from None
+    return make_config(cls.Config, config.method)
+
+
+def resolved_config(config: Config) -> dict[str, Any]:
+    """The fully resolved config, as a run saves it: every default filled in, the method's included."""
+    return {**config.model_dump(mode="json"), "method": method_config(config).model_dump(mode="json")}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                raw: dict[str, Any] | None = None) -> Config:
+    """:func:`transferlab.config.load_config` for configs that are to be run: the method section is
+    validated too, so a bad one is reported now rather than when the experiment is built."""
+    config = schema.load_config(path, overrides, raw)
+    method_config(config)
+    return config
+
+
 def _resolved(raw: dict[str, Any]) -> dict[str, Any]:
     """A saved config.json as this version resolves it (options added since then at their defaults)."""
     try:
-        return validate(raw).to_dict()
+        return resolved_config(schema.validate(raw))
     except ConfigError:
         return raw
 
@@ -126,7 +158,7 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     """Load the datasets and build the transform, encoder and method for ``config``."""
     c = config
     root = data_root or c.data.root
-    method_cfg = c.method_config()
+    method_cfg = method_config(c)
     method_cls = METHODS.get(method_cfg.name)
     source = load_domain(c.data.source, root, c.seed)
     target = load_domain(c.data.target, root, c.seed) if c.data.target is not None else None
@@ -182,10 +214,10 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
     experiment = build(config, data_root)  # data and model problems surface before anything is written
     trainer = experiment.trainer(out_dir, progress=progress)
     if out_dir is not None:
-        trainer.prepare_run(config.to_dict(), resume=resume, overwrite=overwrite, normalize=_resolved)
+        trainer.prepare_run(resolved_config(config), resume=resume, overwrite=overwrite, normalize=_resolved)
     result = trainer.fit()
     task = config.data.source.name + (f"->{config.data.target.name}" if config.data.target is not None else "")
-    return {"method": config.method_config().name, "task": task, **result}
+    return {"method": method_config(config).name, "task": task, **result}
 
 
 def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Experiment:
@@ -196,7 +228,7 @@ def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Experi
         raise CheckpointError(f"{run_dir} is not a transferlab run (no config.json)")
     if not weights.is_file():
         raise CheckpointError(f"{run_dir} has no final model.safetensors: the run did not finish (resume it)")
-    config = validate(json.loads(config_path.read_text()))
+    config = load_config(raw=json.loads(config_path.read_text()))
     experiment = build(config, data_root)
     try:
         experiment.method.load_state_dict(load_tensors(weights))

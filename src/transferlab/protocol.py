@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, DomainConfig, TransferConfig, load_config, validate
+from .config import Config, DomainConfig, TransferConfig
 from .engine.checkpoint import atomic_write_json, atomic_write_text
 from .engine.pool import run_in_pool, worker_threads
 from .errors import CheckpointError, ConfigError
+from .experiment import load_config, method_config, train
+from .methods import METHODS
 
 STRATEGIES = ("probe", "finetune", "scratch")
 Labels = int | str  # a number of labels per class, or "all"
@@ -39,7 +41,7 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir} is not a transferlab run (no config.json)")
     if not (run_dir / "model.safetensors").is_file():
         raise CheckpointError(f"{run_dir} has no final model.safetensors: the pretraining did not finish (resume it)")
-    return validate(json.loads(path.read_text()))
+    return load_config(raw=json.loads(path.read_text()))
 
 
 def _input_size(config: Config, data_root: str | Path | None) -> int | None:
@@ -117,8 +119,6 @@ def run_transfer(run_dir: str | Path, strategy: str, labels_per_class: Labels, s
                  out_dir: str | Path | None = None, overrides: Sequence[str] = (), data_root: str | Path | None = None,
                  overwrite: bool = False, progress: bool = True, target: str | None = None) -> dict[str, Any]:
     """Train and evaluate one protocol cell; returns the run's result (``target_test/acc`` in %)."""
-    from .experiment import train
-
     config = transfer_config(run_dir, strategy, labels_per_class, seed, overrides, data_root, target)
     result = train(config, out_dir, data_root=data_root, overwrite=overwrite, progress=progress)
     return {"strategy": strategy, "labels_per_class": labels_per_class, "seed": seed, "pretrained_run": str(run_dir),
@@ -159,7 +159,7 @@ def grid_cells(runs: Sequence[str | Path], labels: Sequence[Labels], strategies:
         elif task != reference:
             raise ConfigError(f"{run} transfers to a different task or model than {runs[0]}; a grid compares "
                               f"pretrained models on one downstream task with one architecture")
-        label = config.method_config().name
+        label = method_config(config).name
         groups.setdefault(f"{config.data.source.name}/{label}" if by_source else label, []).append((config.seed, str(run)))
     for members in groups.values():
         members.sort()
@@ -237,10 +237,8 @@ def _task_name(configs: Sequence[Config], t: TransferConfig) -> str:
     def name(domain) -> str:
         return domain.name + (f"[{','.join(map(str, domain.classes))}]" if domain.classes else "")
 
-    from .methods import METHODS
-
     sources = ", ".join(dict.fromkeys(name(c.data.source) for c in configs))
-    unlabelled = all(not METHODS.get(c.method_config().name).inputs.get("source", False) for c in configs)
+    unlabelled = all(not METHODS.get(method_config(c).name).inputs.get("source", False) for c in configs)
     return f"{sources}{' (unlabelled)' if unlabelled else ''} -> {name(t.train)}"
 
 

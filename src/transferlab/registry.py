@@ -8,19 +8,13 @@ match, so a typo in a config never produces a ``KeyError`` traceback.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from .errors import TransferlabError
+from .validation import closest
 
 T = TypeVar("T")
-
-
-def closest(name: str, choices: list[str]) -> str:
-    """A ' Did you mean ...?' hint for ``name`` among ``choices`` (empty when nothing is close)."""
-    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return f" Did you mean '{match[0]}'?" if match else ""
 
 
 class Registry(Generic[T]):

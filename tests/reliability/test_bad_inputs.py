@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from transferlab.cli import main
-from transferlab.config import load_config
+from transferlab.experiment import load_config
 from transferlab.errors import CheckpointError, DataError, TransferlabError
 from transferlab.experiment import build, load_run, train
 

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transferlab.cli import main
-from transferlab.config import load_config
+from transferlab.experiment import load_config, resolved_config
 from transferlab.errors import ConfigError
 
 BASE = Path(__file__).resolve().parents[2] / "configs" / "digits" / "mnist_usps_dann.yaml"
@@ -41,7 +41,7 @@ def test_arbitrary_values_for_real_keys(pairs):
         config = load_config(BASE, overrides)
     except ConfigError:
         return
-    config.to_dict()
+    resolved_config(config)
 
 
 @settings(max_examples=100, deadline=None)

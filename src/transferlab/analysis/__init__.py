@@ -1,5 +1,10 @@
 """Diagnostics of why (and whether) transfer works; see docs/analysis.md.
 
+Pure functions on features, predictions, datasets and models: nothing here loads a run, trains or
+writes files (that is :mod:`transferlab.reports`), and the package imports only from ``errors``,
+``validation``, ``registry``, ``data`` and ``models`` (enforced by tests/test_layers.py).
+
+* :mod:`.features`: sampling a dataset; a model's features, logits and per-layer activations on it.
 * :mod:`.divergence`: proxy A-distance and joint error λ (Ben-David et al.'s bound).
 * :mod:`.scores`: transferability scores LogME, LEEP, NCE, H-score, TransRate, and weighted τ.
 * :mod:`.task2vec`: Fisher-information task embeddings and distances.
@@ -8,15 +13,17 @@
 """
 
 from .divergence import joint_error, proxy_a_distance
+from .features import extract, layer_activations, sample
 from .landscape import filter_normalized_direction, interpolate, sharpness, slice_2d
 from .scores import h_score, leep, logme, nce, transrate, weighted_kendall_tau
 from .similarity import linear_cka
-from .task2vec import distance_matrix, fisher_diagonal, task_distance, task_embedding
+from .task2vec import distance_matrix, fisher_diagonal, probe_head, task_distance, task_embedding
 
 __all__ = [
     "joint_error", "proxy_a_distance",
+    "extract", "layer_activations", "sample",
     "filter_normalized_direction", "interpolate", "sharpness", "slice_2d",
     "h_score", "leep", "logme", "nce", "transrate", "weighted_kendall_tau",
     "linear_cka",
-    "distance_matrix", "fisher_diagonal", "task_distance", "task_embedding",
+    "distance_matrix", "fisher_diagonal", "probe_head", "task_distance", "task_embedding",
 ]

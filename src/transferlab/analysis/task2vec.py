@@ -20,6 +20,19 @@ from torch.func import functional_call, grad, vmap
 from ..errors import DataError, TransferlabError
 
 
+def probe_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 300) -> nn.Linear:
+    """A linear classifier fitted on fixed ``features`` (full-batch Adam, seeded): the head that turns a
+    feature extractor into the probe network of one task, whose Fisher embeds the task."""
+    torch.manual_seed(0)
+    head = nn.Linear(features.shape[1], num_classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01, weight_decay=1e-4)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(head(features), labels).backward()
+        optimizer.step()
+    return head
+
+
 def fisher_diagonal(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None, *,
                     parameters: Iterable[str] | None = None, batch_size: int = 64, sampled: bool = True,
                     exact: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -2,15 +2,16 @@
 
 A prepared dataset is one folder under the data root with one ``<part>.npz`` per split or domain,
 each holding ``x`` (N rows, natural dtype) and ``y`` (int64 labels 0..K-1). This module knows the
-datasets by name (:data:`DATASETS`), loads a part as an :class:`ArrayDataset`, and turns every way
-a file can be missing or broken into a :class:`~transferlab.errors.DataError` that says what to do.
+datasets by name (:data:`DATASETS`; :func:`register_embedded` adds one built in memory), loads a part
+as an :class:`ArrayDataset`, and turns every way a file can be missing or broken into a
+:class:`~transferlab.errors.DataError` that says what to do.
 """
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,25 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 def register(info: DatasetInfo) -> DatasetInfo:
     return DATASETS.add(info.name, info)
+
+
+def register_embedded(name: str, make: Callable[[str], dict[str, np.ndarray]], *, num_classes: int,
+                      parts: tuple[str, ...] = ("train", "test"), description: str = "",
+                      kind: str = "image") -> DatasetInfo:
+    """Register a dataset built in memory: ``make(part)`` returns the part's arrays (``x``, ``y`` as in a
+    ``<part>.npz``) each time :func:`load` asks for it, so no file or data root is involved. ``kind`` is
+    ``image`` or ``features``. Configs then name it like any other dataset (a benchmark's synthetic images).
+
+    Registering the same name again with the same ``num_classes``, ``parts``, ``description`` and ``kind``
+    returns the dataset already registered (its first ``make`` stays), so a script may call this on every
+    run; a name taken by another dataset raises ``ValueError``.
+    """
+    info = DatasetInfo(name, kind, num_classes, tuple(parts), description, embedded=make)
+    if name in DATASETS:
+        registered = DATASETS.get(name)
+        if registered.embedded is not None and replace(registered, embedded=make) == info:
+            return registered
+    return register(info)
 
 
 @dataclass

@@ -1,14 +1,12 @@
 """The one training loop. It owns devices, precision, distribution, learning-rate annealing,
 evaluation, checkpoints, logging and seeds; methods only say what a step is.
 
-Distribution: under ``torchrun``/``accelerate launch``, Accelerate's :class:`~accelerate.PartialState`
-sets up the process group and device. Each process draws its own source/target batches; after each
-``backward`` the gradients of the parameters about to be stepped are averaged across processes in
-one flat all-reduce (DDP's arithmetic). We do this explicitly rather than wrap the method in
-``DistributedDataParallel`` because multi-step methods (MCD's three steps, ADDA's alternating
-discriminator/encoder updates) run several backward passes over different parameter subsets per
-iteration, which DDP's forward-triggered reducer does not support. BatchNorm buffers are broadcast
-from rank 0 before every evaluation and checkpoint, so all ranks hold identical models.
+The pieces it calls live beside it: optimizers and learning-rate schedules in :mod:`.optim`, the
+cross-process arithmetic (gradient averaging, broadcasts from rank 0, the all-gather with gradients) in
+:mod:`.distributed`, what a checkpoint holds of the run and how it is restored in :mod:`.state` (the
+files themselves in :mod:`.checkpoint`), whole-step CUDA graphs in :mod:`.graphs`. This module keeps the
+loop: building the run, the step context a method's ``update`` gets, evaluation, when to log, evaluate
+and checkpoint, and what a stopped run says.
 """
 
 from __future__ import annotations
@@ -27,19 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import OptimConfig, TrainConfig
 from ..data.datasets import ArrayDataset
 from ..data.streams import iterate_batches, make_stream
 from ..errors import TransferlabError
-from ..methods.base import Method, OptimizerRequest
-from ..schedules import Constant, CosineDecay, InverseDecay, Schedule
-from . import graphs
-from .checkpoint import CheckpointManager, atomic_write_json, prepare_run_dir, flatten_optimizer, save_tensors, unflatten_optimizer
+from ..methods.base import Method
+from ..schedules import Schedule
+from . import distributed, graphs
+from .checkpoint import CheckpointManager, atomic_write_json, prepare_run_dir, save_tensors
 from .metrics import MetricsLog
+from .optim import build_optimizer, lr_schedule, optimizer_config
+from .state import pack_training_state, restore_training_state, seed_process
 
 
 class TrainingDiverged(TransferlabError):
@@ -56,75 +54,6 @@ def device_description(device: torch.device) -> str:
     except (OSError, StopIteration):
         pass
     return f"{name} ({torch.get_num_threads()} threads)"
-
-
-def optimizer_config(base: OptimConfig, overrides: dict[str, Any]) -> OptimConfig:
-    """The run's optimizer settings with a method's per-optimizer overrides, validated."""
-    from pydantic import ValidationError
-
-    from ..config import format_validation_error
-    from ..errors import ConfigError
-
-    try:
-        return OptimConfig(**{**base.model_dump(), **overrides})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, OptimConfig, prefix="optimizer override")) from None
-
-
-def build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: Callable[[nn.Parameter], float],
-                    fused: bool = False, graph: bool = False) -> torch.optim.Optimizer:
-    """The optimizer a method asked for. ``fused=True`` (the trainer passes it on CUDA) takes PyTorch's fused
-    single-kernel implementation, falling back to the multi-tensor (foreach) one where it is unavailable.
-
-    ``graph=True`` (whole-step CUDA graphs) needs the fused implementation, with Adam/AdamW ``capturable``
-    (its step counts stay on the device); the engine then gives each group a tensor learning rate."""
-    if graph:
-        extra = {"fused": True} if (optimizer_config(base, request.overrides).name == "sgd") else \
-            {"fused": True, "capturable": True}
-        try:
-            return _build_optimizer(request, base, lr_scale_for, extra)
-        except (RuntimeError, ValueError, TypeError) as exc:
-            raise TransferlabError(f"train.cuda_graph needs PyTorch's fused optimizers, which refused here ({exc}); "
-                                   f"set train.cuda_graph: false") from None
-    if fused:
-        try:
-            return _build_optimizer(request, base, lr_scale_for, {"fused": True})
-        except (RuntimeError, ValueError, TypeError):
-            pass
-    return _build_optimizer(request, base, lr_scale_for, {})
-
-
-def _build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for: Callable[[nn.Parameter], float],
-                     extra: dict[str, Any]) -> torch.optim.Optimizer:
-    cfg = optimizer_config(base, request.overrides)
-    groups = []
-    for params, scale in request.groups:
-        by_scale: dict[float, list[nn.Parameter]] = {}
-        for p in params:
-            if p.requires_grad:
-                by_scale.setdefault(scale * lr_scale_for(p), []).append(p)
-        groups += [{"params": ps, "lr": cfg.lr * s, "initial_lr": cfg.lr * s} for s, ps in by_scale.items()]
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay, **extra)
-    optimizer_cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return optimizer_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **extra)
-
-
-def lr_schedule(cfg: OptimConfig) -> Schedule:
-    if cfg.lr_schedule == "inverse":
-        return InverseDecay(cfg.lr_gamma, cfg.lr_power)
-    return CosineDecay() if cfg.lr_schedule == "cosine" else Constant(1.0)
-
-
-def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give loaded optimizer state (momentum, Adam moments) its parameter's memory layout. A checkpoint stores
-    tensors contiguous, but a convnet's weights are channels_last; the fused kernels walk parameter, gradient
-    and state as flat memory, so a state tensor laid out differently would be updated element-for-wrong-element."""
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
-                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 class _SigtermFlag:
@@ -168,26 +97,7 @@ class _Context:
         return self.trainer._tensor_scalar(name, schedule, value)  # a device tensor, updated in place per step
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor if self.trainer.world == 1 else _GatherWithGrad.apply(tensor)
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0 whose backward hands each process the gradient of its own slice, summed
-    over every process's loss (an all-reduce then a slice: works on gloo and NCCL alike). With the
-    engine's gradient averaging this gives exactly the gradient of the mean of the per-process losses."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        ctx.rank, ctx.n = dist.get_rank(), tensor.shape[0]
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+        return tensor if self.trainer.world == 1 else distributed.gather_with_grad(tensor)
 
 
 class Trainer:
@@ -292,13 +202,7 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=False):
             loss.backward()
         if self.world > 1:
-            grads = [p.grad for n in names for p in self._params_of[n] if p.grad is not None]
-            if grads:
-                flat = torch._utils._flatten_dense_tensors(grads)
-                dist.all_reduce(flat)
-                flat /= self.world
-                for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
-                    grad.copy_(synced)
+            distributed.average_gradients((p for n in names for p in self._params_of[n]), self.world)
         for name in names:
             self.optimizers[name].step()
 
@@ -306,9 +210,7 @@ class Trainer:
         """Rank 0's buffers (BatchNorm statistics) — and, at start, parameters — to every rank."""
         if self.world == 1:
             return
-        tensors = list(self.method.buffers()) + (list(self.method.parameters()) if parameters else [])
-        for tensor in tensors:
-            dist.broadcast(tensor.data, src=0)
+        distributed.broadcast_from_rank0(self.method, parameters)
 
     def _autocast(self, cache: bool = True):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
@@ -385,8 +287,7 @@ class Trainer:
                 correct += (logits.argmax(dim=1) == batch.y).sum()
                 count += len(batch.y)
             if self.world > 1:
-                dist.all_reduce(correct)
-                dist.all_reduce(count)
+                distributed.sum_over_ranks(correct, count)
             results[f"{name}/acc"] = 100.0 * correct.item() / max(count.item(), 1)
         self.method.train(was_training)
         return results
@@ -401,22 +302,9 @@ class Trainer:
             return
         self._broadcast()
         if self.is_main:
-            optim_tensors, optim_meta = {}, {}
-            for name, optimizer in self.optimizers.items():
-                tensors, meta = flatten_optimizer(name, optimizer)
-                optim_tensors.update(tensors)
-                optim_meta[name] = meta
-            rng = {"cpu": torch.get_rng_state()}
-            if self.device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state(self.device)
-            manager.save(
-                self.step,
-                {"model.safetensors": self.method.state_dict(), "optimizers.safetensors": optim_tensors,
-                 "rng.safetensors": rng},
-                {"total_steps": self.cfg.iterations, "optimizers": optim_meta, "world_size": self.world,
-                 "train_seconds": self._train_seconds(),
-                 "streams": {name: stream.state_dict() for name, stream in self.streams.items()}},
-            )
+            manager.save(self.step, *pack_training_state(
+                self.method, self.optimizers, self.streams, self.device, total_steps=self.cfg.iterations,
+                world=self.world, train_seconds=self._train_seconds()))
         self.state.wait_for_everyone()
 
     def load_checkpoint(self) -> bool:
@@ -426,30 +314,11 @@ class Trainer:
         if found is None:
             return False
         path, state = found
-        from .checkpoint import load_tensors
-
-        self.method.load_state_dict(load_tensors(path / "model.safetensors"))
-        optim_tensors = load_tensors(path / "optimizers.safetensors")
-        for name, optimizer in self.optimizers.items():
-            saved = unflatten_optimizer(name, optim_tensors, state["optimizers"][name])
-            for group, current in zip(saved["param_groups"], optimizer.param_groups):
-                for key in ("fused", "foreach", "capturable"):  # how to step is this machine's choice, not the file's
-                    if key in current:
-                        group[key] = current[key]
-            optimizer.load_state_dict(saved)
-            _match_param_layout(optimizer)
+        restore_training_state(path, state, self.method, self.optimizers, self.streams, self.device,
+                               rank=self.rank, seed=self.seed)
         if self._graphs is not None:  # new optimizer state tensors: capture again after a warm-up
             self._tensor_lrs()
             self._graphs.reset()
-        for name, stream in self.streams.items():
-            stream.load_state_dict(state["streams"][name])
-        rng = load_tensors(path / "rng.safetensors")
-        if self.rank == 0:
-            torch.set_rng_state(rng["cpu"])
-            if "cuda" in rng and self.device.type == "cuda":
-                torch.cuda.set_rng_state(rng["cuda"], self.device)
-        else:  # per-rank dropout streams are re-seeded deterministically from the step
-            torch.manual_seed(self.seed * 7919 + self.rank * 104729 + state["step"])
         self.step = int(state["step"])
         self._seconds_before = state.get("train_seconds")
         return True
@@ -510,7 +379,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume and self.load_checkpoint()
         if not resumed:
-            torch.manual_seed(self.seed * 7919 + self.rank * 104729)
+            seed_process(self.seed, self.rank)
         log = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir and self.is_main else None,
                          resume_step=self.step if resumed else None)
         self.method.train()

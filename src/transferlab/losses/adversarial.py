@@ -107,6 +107,18 @@ class ConditionalDomainAdversarialLoss(nn.Module):
         return binary_domain_loss(d_s, d_t, w_s, w_t)
 
 
+def class_balance(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The class-balance term of TLlib's MCD (``tllib.alignment.mcd.entropy``), over a batch of N predictions:
+
+        b(p_1..p_N) = −1/K Σ_k log( 1/N Σ_i p_ik + eps ),   p = softmax(logits)
+
+    the cross-entropy from the uniform distribution to the batch's mean prediction: smallest (log K) when the
+    batch's predictions average to uniform, large when the batch collapses onto few classes. Unlike the
+    per-sample :func:`entropy`, it does not reward confident predictions; it keeps them spread over classes."""
+    mean_p = F.softmax(logits.float(), dim=1).mean(dim=0)
+    return -torch.log(mean_p + eps).mean()
+
+
 def classifier_discrepancy(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torch.Tensor:
     """MCD's discrepancy (Saito et al., CVPR 2018, eq. 1): mean over samples and classes of |p1 − p2|,
     with p = softmax(logits)."""

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from ..data.streams import concat_inputs
 from ..errors import ConfigError, TransferlabError
 from ..registry import Registry
 from ..schedules import Schedule
+from ..validation import format_validation_error
 
 
 class MethodConfig(BaseModel):
@@ -169,10 +170,6 @@ def registered_name(cls: type[Method]) -> str:
 
 def make_config(config_cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     """Validate ``values`` against ``config_cls``; errors become one readable ConfigError."""
-    from pydantic import ValidationError
-
-    from ..config import format_validation_error
-
     try:
         return config_cls(**values)
     except ValidationError as exc:

@@ -1,5 +1,5 @@
-"""Layer transferability (Yosinski, Clune, Bengio & Lipson, "How transferable are features in deep
-neural networks?", NeurIPS 2014).
+"""``transferlab analyze layers``: layer transferability (Yosinski, Clune, Bengio & Lipson, "How
+transferable are features in deep neural networks?", NeurIPS 2014).
 
 Two tasks A and B (same architecture, e.g. digits 0–4 and 5–9). Base networks baseA and baseB are
 trained on each; then, on task B, for every n (number of copied layers):
@@ -17,13 +17,18 @@ Each run is an ordinary supervised run (``model.encoder_init``, ``model.init_lay
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..engine.checkpoint import atomic_write_json
 from ..engine.pool import run_in_pool, worker_threads
+from ..experiment import build, load_config, resolved_config, train
+from ..models.layers import encoder_layers
+from .common import Command, pyplot, save_figure, table
 
 CONDITIONS = {"BnB": ("B", True), "BnB+": ("B", False), "AnB": ("A", True), "AnB+": ("A", False)}
 
@@ -31,11 +36,8 @@ CONDITIONS = {"BnB": ("B", True), "BnB+": ("B", False), "AnB": ("A", True), "AnB
 def _train(raw: dict[str, Any], out: str | None, data_root: str | None, threads: int) -> dict[str, Any]:
     import torch
 
-    from ..config import validate
-    from ..experiment import train
-
     torch.set_num_threads(threads)
-    return train(validate(raw), out, data_root=data_root, progress=False, overwrite=True)
+    return train(load_config(raw=raw), out, data_root=data_root, progress=False, overwrite=True)
 
 
 def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: str | Path, *,
@@ -44,10 +46,6 @@ def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: s
     """Train the base networks and every (condition, n, seed) run; write ``layers.json`` and
     ``layers.png`` (accuracy on B's test set against n, one line per condition). Finished runs are
     kept in ``cells.jsonl`` and skipped when the command is run again."""
-    from ..config import load_config
-    from ..experiment import build
-    from ..models.layers import encoder_layers
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root = str(data_root) if data_root is not None else None
@@ -72,7 +70,7 @@ def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: s
         run_in_pool([(key, _train, (raw, out, root, threads)) for key, raw, out in todo], jobs, record)
 
     def raw(task: str, seed: int, **model: Any) -> dict[str, Any]:
-        cfg = configs[task].to_dict()
+        cfg = resolved_config(configs[task])
         cfg["seed"] = seed
         cfg["model"].update(model)
         return cfg
@@ -99,8 +97,6 @@ def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: s
               "baseA": summary("baseA"), "baseB": summary("baseB"),
               "curves": {c: {n: summary(f"{c}|{n}") for n in range(1, n_layers + 1)} for c in CONDITIONS},
               "device": next(iter(done.values()))["device"]}
-    from ..engine.checkpoint import atomic_write_json
-
     atomic_write_json(out_dir / "layers.json", report)
     plot_layers(report, out_dir / "layers.png")
     return report
@@ -108,9 +104,7 @@ def layer_transferability(config_a: str | Path, config_b: str | Path, out_dir: s
 
 def plot_layers(report: dict[str, Any], path: Path) -> None:
     """Yosinski et al.'s figure: accuracy on B against the number of copied layers n."""
-    from .runs import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     styles = {"BnB": ("#3b75af", "o", "-"), "BnB+": ("#3b75af", "o", "--"), "AnB": ("#d9534f", "s", "-"),
               "AnB+": ("#d9534f", "s", "--")}
@@ -128,5 +122,27 @@ def plot_layers(report: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task-a", required=True, metavar="CONFIG", help="supervised config of task A")
+    parser.add_argument("--task-b", required=True, metavar="CONFIG", help="supervised config of task B (same model)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, in separate processes")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override both configs")
+
+
+def _run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    report = layer_transferability(args.task_a, args.task_b, out, seeds=args.seeds, overrides=args.set,
+                                   jobs=args.jobs, data_root=args.data_root)
+    rows = [[c] + [f"{v[n]['mean']:.1f} ± {v[n]['std']:.1f}" for n in sorted(v)] for c, v in report["curves"].items()]
+    print(table(rows, ["condition"] + [f"n={n}" for n in range(1, report["n_layers"] + 1)]))
+    print(f"baseA {report['baseA']['mean']:.1f}, baseB {report['baseB']['mean']:.1f}; "
+          f"layers: {', '.join(report['layers'])}\nwritten: {out / 'layers.json'}, {out / 'layers.png'}")
+
+
+COMMAND = Command("layers", "Yosinski et al.'s AnB/BnB(+) curves over the number of copied layers", _arguments, _run)

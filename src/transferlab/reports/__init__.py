@@ -1,0 +1,28 @@
+"""Run-level reports: the diagnostics of :mod:`transferlab.analysis` applied to saved runs, written as the
+JSON files, plots and tables of ``transferlab analyze``; see docs/analysis.md.
+
+This package sits above :mod:`transferlab.protocol`: reports load runs, build experiments and train
+baselines, while :mod:`transferlab.analysis` stays pure functions on tensors, arrays and models. Each
+module is one ``analyze`` sub-command, with its report functions, its plots and its :class:`Command`:
+
+* :mod:`.divergence`: Ben-David terms (source/target error, proxy A-distance, joint error λ).
+* :mod:`.features`: t-SNE of source and target features.
+* :mod:`.scores`: transferability scores of candidate encoders against their fine-tuned accuracy.
+* :mod:`.landscape`: loss along initialisation → solution, 2-D slice, sharpness.
+* :mod:`.cka`: linear CKA between the layers of two runs.
+* :mod:`.transfer`: the negative-transfer check of a domain adaptation task.
+* :mod:`.task2vec`: Task2Vec distances between tasks, and against measured transfer gains.
+* :mod:`.layers`: Yosinski et al.'s layer transferability curves.
+
+The diagnostics themselves (and scikit-learn, SciPy, matplotlib) are imported when a report runs, so the
+command line's parser is built without them.
+"""
+
+from . import cka, divergence, features, landscape, layers, scores, task2vec, transfer
+from .common import Command
+
+ANALYZE: tuple[Command, ...] = tuple(module.COMMAND for module in (
+    divergence, features, scores, landscape, cka, transfer, task2vec, layers))
+"""The ``transferlab analyze`` sub-commands, in the order the CLI lists them."""
+
+__all__ = ["ANALYZE", "Command"]
