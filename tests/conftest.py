@@ -63,3 +63,11 @@ def torchrun(tmp_path, method, **env):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent), **env}
     return subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path), method],
                           capture_output=True, text=True, timeout=300, env=env)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under mutation testing (docs/testing.md) mutmut passes each mutant's tests in no particular order and stops
+    at the first failure: run them in file order, where each file keeps its slow training-curve tests last, so a
+    killed mutant is usually caught by a cheap test first."""
+    if "MUTANT_UNDER_TEST" in os.environ:
+        items.sort(key=lambda item: (str(item.path), item.location[1] or 0))

@@ -7,14 +7,26 @@ from transferlab.models import GradientReversal, reverse_gradient
 from transferlab.schedules import Constant, CosineDecay, GaninSchedule, InverseDecay
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
 @pytest.mark.parametrize("coeff", [0.0, 0.25, 1.0, 3.0])
-def test_grl_is_identity_forward_and_reverses_scaled_gradient(coeff):
+def test_grl_is_identity_forward_and_reverses_scaled_gradient(coeff, as_tensor):
+    """λ as a number, or as the 0-dim tensor the engine passes under torch.compile and CUDA graphs."""
     x = torch.randn(5, 3, requires_grad=True)
     upstream = torch.randn(5, 3)
-    y = reverse_gradient(x, coeff)
+    y = reverse_gradient(x, torch.tensor(coeff) if as_tensor else coeff)
     assert torch.equal(y, x)
     y.backward(upstream)
     assert torch.equal(x.grad, -coeff * upstream)
+
+
+def test_grl_defaults_to_lambda_one():
+    x = torch.randn(4, 2, requires_grad=True)
+    GradientReversal()(x).sum().backward()
+    assert torch.equal(x.grad, -torch.ones(4, 2))
+    x.grad = None
+    reverse_gradient(x).sum().backward()
+    assert torch.equal(x.grad, -torch.ones(4, 2))
+
 
 
 def test_grl_module_inside_a_network_flips_only_the_branch_behind_it():
@@ -36,6 +48,7 @@ def test_ganin_schedule_values():
     assert s(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)  # 0.98661...
     assert s(1.0) == pytest.approx(0.9999092042625951)
     assert GaninSchedule(gamma=10, hi=0.1)(1.0) == pytest.approx(0.09999092042625951)
+    assert GaninSchedule(gamma=2.0)(0.5) == pytest.approx(2 / (1 + math.exp(-1.0)) - 1)
     values = [s(p / 10) for p in range(11)]
     assert values == sorted(values)
 
@@ -45,7 +58,9 @@ def test_lr_schedules():
     assert InverseDecay()(1.0) == pytest.approx(11 ** -0.75)  # 0.1656...
     assert InverseDecay(gamma=10, power=0.75)(0.5) == pytest.approx(6 ** -0.75)
     assert CosineDecay()(0.0) == 1.0 and CosineDecay()(1.0) == pytest.approx(0.0, abs=1e-12)
-    assert Constant(0.3)(0.7) == 0.3
+    assert Constant(0.3)(0.7) == 0.3 and Constant()(0.2) == 1.0
+    assert InverseDecay(gamma=2.0, power=0.5)(0.5) == pytest.approx(2 ** -0.5)
+    assert CosineDecay()(0.5) == pytest.approx(0.5) and CosineDecay()(0.25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
 
 
 def test_a_changing_grl_coefficient_does_not_recompile_every_step():

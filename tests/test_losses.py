@@ -137,3 +137,34 @@ def test_class_balance_is_log_k_for_a_balanced_batch_and_grows_as_it_collapses()
     assert class_balance(collapsed).item() > b > math.log(3) - 1e-3
     # per-sample confidence is not penalised: three confident predictions of different classes ≈ log K
     assert class_balance(torch.eye(3) * 30).item() == pytest.approx(math.log(3), rel=1e-4)
+
+
+def test_nt_xent_module_uses_its_temperature_and_refuses_mismatched_views():
+    from transferlab.losses import NTXentLoss, nt_xent
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
+    assert NTXentLoss(0.2)(z1, z2).item() == pytest.approx(nt_xent(z1, z2, 0.2).item())
+    assert NTXentLoss()(z1, z2).item() == pytest.approx(nt_xent(z1, z2, 0.5).item())
+    assert nt_xent(z1, z2, 0.2).item() != pytest.approx(nt_xent(z1, z2, 0.5).item())
+    with pytest.raises(ValueError, match=r"two \(N, d\) views of equal shape; got \(6, 4\) and \(5, 4\)"):
+        nt_xent(z1, z2[:5])
+    with pytest.raises(ValueError, match="equal shape"):
+        nt_xent(z1.flatten(), z2.flatten())
+
+
+@pytest.mark.parametrize("target", [0.0, 1.0, -0.1])
+def test_kl_sparsity_refuses_a_target_outside_zero_one(target):
+    from transferlab.losses import kl_sparsity
+
+    with pytest.raises(ValueError, match=r"sparsity target must lie in \(0, 1\)"):
+        kl_sparsity(torch.full((4, 3), 0.5), target)
+
+
+def test_kl_sparsity_stays_finite_for_saturated_units():
+    from transferlab.losses import kl_sparsity
+
+    value = kl_sparsity(torch.tensor([[0.0, 1.0], [0.0, 1.0]]), 0.05)
+    rho, eps = 0.05, torch.tensor(1e-6)  # ρ̂ clamped to [eps, 1 − eps], in float32 as the loss computes it
+    expected = sum(rho * math.log(rho / r) + (1 - rho) * math.log((1 - rho) / (1 - r)) for r in (eps.item(), (1 - eps).item()))
+    assert value.item() == pytest.approx(expected, rel=1e-4)

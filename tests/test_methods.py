@@ -119,24 +119,6 @@ def in_eval(method, fn):
 
 # --- every method ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["source_only", *DA_METHODS])
-def test_update_reduces_classification_loss(name):
-    method = make(name)
-    xs, ys = blobs(seed=1)
-    xt, _ = blobs(shift=0.5, seed=2)
-    ctx = RecordingContext(method, total_steps=200)
-    first_key = {"mcd": "loss_a", "adda": "cls_loss"}.get(name, "cls_loss")
-    history = []
-    for step in range(60):  # ADDA's stage 1 covers these steps (pretrain_fraction 0.5 of 200)
-        ctx.step, ctx.progress = step, step / 200
-        batches = [Batch(xs, ys), Batch(xt)][: len(method.inputs)]
-        history.append(method.update(*batches, ctx)[first_key].item())
-    assert sum(history[-10:]) / 10 < 0.5 * sum(history[:10]) / 10
-    method.eval()
-    accuracy = (method.predict(xs).argmax(1) == ys).float().mean().item()
-    assert accuracy > 0.9
-
-
 def test_paper_defaults():
     """The defaults the docs promise: the papers' (and TLlib's) values."""
     dann, cdan, mcd, adda = (METHODS.get(n).Config(name=n) for n in ("dann", "cdan", "mcd", "adda"))
@@ -255,29 +237,6 @@ def test_grl_follows_its_schedule(name):
     (label, schedule, value), = ctx.scalars
     assert label == "grl_lambda" and value == pytest.approx(0.4 * (2 / (1 + math.exp(-5.0 * 0.3)) - 1))
     assert schedule(1.0) == pytest.approx(0.4 * (2 / (1 + math.exp(-5.0)) - 1))
-
-
-@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
-def test_discriminator_separates_shifted_domains_but_not_identical_ones(name):
-    """With the encoder frozen, the discriminator is trained by the same update: it must tell a shifted
-    target from the source, and must not separate a target drawn from the source distribution."""
-
-    def final_domain_accuracy(shift):
-        torch.manual_seed(0)  # dropout in the MLP keeps the 1024-wide discriminator from memorising 128 samples
-        method = make(name, encoder=Encoder(MLP(8, hidden=16), bottleneck_dim=0), trade_off=1.0)
-        for p in method.encoder.parameters():
-            p.requires_grad_(False)
-        xs, ys = blobs(seed=1)
-        xt, _ = blobs(shift=shift, seed=2)
-        ctx = RecordingContext(method, total_steps=100)
-        accs = []
-        for step in range(60):
-            ctx.step, ctx.progress = step, 1.0
-            accs.append(method.update(Batch(xs, ys), Batch(xt), ctx)["domain_acc"].item())
-        return sum(accs[-10:]) / 10
-
-    assert final_domain_accuracy(3.0) > 0.7
-    assert final_domain_accuracy(0.0) < 0.65
 
 
 def test_cdan_e_weights_by_confidence_and_equals_cdan_when_all_are_equally_confident():
@@ -486,3 +445,172 @@ def test_unknown_hyper_parameter_is_a_clear_error():
     with pytest.raises(ConfigError, match="num_k"):
         make("mcd", num_k=0)
 
+
+
+# --- the parts each method builds ---------------------------------------------------------------
+
+@pytest.mark.parametrize("randomized, above, expect", [("auto", 4096, False), ("auto", 15, True), ("auto", 16, False),
+                                                       ("yes", 4096, True), ("no", 1, False)])
+def test_cdan_randomizes_the_multilinear_map_above_its_threshold(randomized, above, expect):
+    """Features 8 × classes 2 = 16 dimensions: randomized when ``yes``, or ``auto`` and 16 > randomize_above."""
+    method = make("cdan", randomized=randomized, randomize_above=above, randomized_dim=12, discriminator_hidden=7)
+    multilinear = method.domain_loss.multilinear
+    assert multilinear.randomized is expect
+    assert multilinear.out_features == (12 if expect else 16)
+    assert method.domain_loss.discriminator.net[0].in_features == multilinear.out_features
+    assert method.domain_loss.discriminator.net[0].out_features == 7
+
+
+def test_dann_builds_its_head_and_discriminator_from_the_encoder():
+    method = make("dann", discriminator_hidden=5)
+    assert (method.head.in_features, method.head.out_features) == (8, 2)
+    first = method.domain_loss.discriminator.net[0]
+    assert (first.in_features, first.out_features) == (8, 5)
+
+
+@pytest.mark.parametrize("hidden", [0, 6])
+def test_mcd_classifiers_are_linear_or_one_hidden_layer(hidden):
+    method = make("mcd", head_hidden=hidden)
+    for head in (method.head_1, method.head_2):
+        linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+        widths = [(m.in_features, m.out_features) for m in linears]
+        assert widths == ([(8, 2)] if hidden == 0 else [(8, hidden), (hidden, 2)])
+    assert set(method.optimizers()) == {"generator", "classifiers"}
+    generator = {id(p) for group in method.optimizers()["generator"].groups for p in group[0]}
+    assert generator == {id(p) for p in method.encoder.parameters()}
+
+
+def test_adda_optimizers_and_their_settings():
+    method = make("adda", adversarial_lr=3e-4, adversarial_optimizer="sgd", adversarial_weight_decay=0.0,
+                  adversarial_betas=(0.1, 0.2), adversarial_lr_schedule="cosine")
+    requests = method.optimizers()
+    assert set(requests) == {"source", "target_encoder", "discriminator"}
+    source = {id(p) for group in requests["source"].groups for p in group[0]}
+    assert source == {id(p) for p in [*method.encoder.parameters(), *method.head.parameters()]}
+    assert requests["source"].overrides == {}
+    for name in ("target_encoder", "discriminator"):
+        assert requests[name].overrides == {"name": "sgd", "lr": 3e-4, "betas": (0.1, 0.2), "weight_decay": 0.0,
+                                            "lr_schedule": "cosine"}
+    assert method.discriminator.net[1].__class__ is nn.Identity  # the paper's discriminator: no BatchNorm
+    assert method.discriminator.net[0].out_features == 500
+
+
+def test_linear_probe_optimises_the_head_only():
+    method = make("linear_probe")
+    (params, scale), = method.optimizers()["main"].groups
+    assert [id(p) for p in params] == [id(p) for p in method.head.parameters()] and scale == 1.0
+
+
+def test_a_pretraining_method_has_no_classifier_and_says_what_to_do():
+    from transferlab.errors import TransferlabError
+    from transferlab.methods import InputSpec
+
+    spec = InputSpec("features", (8,))
+    method = METHODS.get("autoencoder")(Encoder(Trunk(), bottleneck_dim=8), 2, input_spec=spec)
+    assert not METHODS.get("autoencoder").classifies() and METHODS.get("dann").classifies()
+    with pytest.raises(TransferlabError, match="autoencoder learns a representation.*transferlab probe"):
+        method.predict(torch.zeros(2, 8))
+
+
+def test_the_default_method_contract():
+    method = make("dann")
+    x = blobs(4, seed=5)[0]
+    method.eval()
+    assert method.encoder_for("target") is method.encoder and method.encoder_for() is method.encoder
+    assert torch.equal(method.representation(x, "target"), method.encoder(x))
+    assert torch.equal(method.predict_on(x, "source"), method.predict(x))
+    assert method.graph_phase(RecordingContext(method)) is None
+    assert method.hparams.name == "dann"
+    (params, scale), = make("source_only").optimizers()["main"].groups
+    assert scale == 1.0 and len(list(params)) == len(list(make("source_only").parameters()))
+
+
+def test_features_split_dict_inputs_at_the_source_batch_size():
+    class DictEncoder(nn.Module):
+        out_features = 3
+
+        def forward(self, inputs):
+            return inputs["a"][:, :3] * inputs["mask"]
+
+    method = METHODS.get("dann")(DictEncoder(), 2)
+    x_s = {"a": torch.randn(5, 4), "mask": torch.ones(5, 1)}
+    x_t = {"a": torch.randn(3, 4), "mask": torch.ones(3, 1)}
+    f_s, f_t = method.features(x_s, x_t)
+    assert torch.equal(f_s, x_s["a"][:, :3]) and torch.equal(f_t, x_t["a"][:, :3])
+
+
+@pytest.mark.parametrize("name, stage, keys", [
+    ("source_only", 1, {"cls_loss"}),
+    ("dann", 1, {"cls_loss", "transfer_loss", "domain_acc"}),
+    ("cdan", 1, {"cls_loss", "transfer_loss", "domain_acc"}),
+    ("cdan_e", 1, {"cls_loss", "transfer_loss", "domain_acc"}),
+    ("mcd", 1, {"loss_a", "discrepancy_b", "discrepancy_c"}),
+    ("adda", 1, {"cls_loss"}),
+    ("adda", 2, {"d_loss", "g_loss", "domain_acc"}),
+])
+def test_each_method_logs_the_terms_it_optimised(name, stage, keys):
+    """The logged names are what metrics.jsonl and the docs use; the logged values are the steps' own losses."""
+    method = make(name)
+    ctx = RecordingContext(method, lr=0.0, total_steps=2)
+    ctx.step = stage - 1  # ADDA: step 1 of 2 is stage 2
+    source, target = domains()
+    out = method.update(*[source, target][: len(method.inputs)], ctx)
+    assert set(out) == keys and all(not v.requires_grad for v in out.values())
+    losses = [c.loss for c in ctx.calls]
+    if name == "mcd":
+        assert [out["loss_a"].item(), out["discrepancy_c"].item()] == pytest.approx([losses[0], losses[-1]])
+    elif stage == 2:
+        assert [out["d_loss"].item(), out["g_loss"].item()] == pytest.approx(losses)
+        assert 0.0 <= out["domain_acc"].item() <= 1.0
+    else:
+        total = out["cls_loss"].item() + (out["transfer_loss"].item() if "transfer_loss" in out else 0.0)
+        assert losses == pytest.approx([total])  # trade_off 1
+    assert method.num_classes == 2
+
+
+def test_adda_saves_whether_it_adapted_as_a_boolean():
+    method = make("adda")
+    assert method.state_dict()["adapted"].dtype == torch.bool and not method.state_dict()["adapted"]
+
+
+# --- training curves (the slowest tests: last, so a mutation run stops at a cheaper failing test first) ---
+
+@pytest.mark.parametrize("name", ["source_only", *DA_METHODS])
+def test_update_reduces_classification_loss(name):
+    method = make(name)
+    xs, ys = blobs(seed=1)
+    xt, _ = blobs(shift=0.5, seed=2)
+    ctx = RecordingContext(method, total_steps=200)
+    first_key = {"mcd": "loss_a", "adda": "cls_loss"}.get(name, "cls_loss")
+    history = []
+    for step in range(60):  # ADDA's stage 1 covers these steps (pretrain_fraction 0.5 of 200)
+        ctx.step, ctx.progress = step, step / 200
+        batches = [Batch(xs, ys), Batch(xt)][: len(method.inputs)]
+        history.append(method.update(*batches, ctx)[first_key].item())
+    assert sum(history[-10:]) / 10 < 0.5 * sum(history[:10]) / 10
+    method.eval()
+    accuracy = (method.predict(xs).argmax(1) == ys).float().mean().item()
+    assert accuracy > 0.9
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
+def test_discriminator_separates_shifted_domains_but_not_identical_ones(name):
+    """With the encoder frozen, the discriminator is trained by the same update: it must tell a shifted
+    target from the source, and must not separate a target drawn from the source distribution."""
+
+    def final_domain_accuracy(shift):
+        torch.manual_seed(0)  # dropout in the MLP keeps the 1024-wide discriminator from memorising 128 samples
+        method = make(name, encoder=Encoder(MLP(8, hidden=16), bottleneck_dim=0), trade_off=1.0)
+        for p in method.encoder.parameters():
+            p.requires_grad_(False)
+        xs, ys = blobs(seed=1)
+        xt, _ = blobs(shift=shift, seed=2)
+        ctx = RecordingContext(method, total_steps=100)
+        accs = []
+        for step in range(60):
+            ctx.step, ctx.progress = step, 1.0
+            accs.append(method.update(Batch(xs, ys), Batch(xt), ctx)["domain_acc"].item())
+        return sum(accs[-10:]) / 10
+
+    assert final_domain_accuracy(3.0) > 0.7
+    assert final_domain_accuracy(0.0) < 0.65

@@ -11,6 +11,7 @@ import torch
 
 from conftest import tiny_config
 from transferlab.cli import main as cli
+from transferlab.data import Batch
 from transferlab.data.augment import Views
 from transferlab.data.datasets import ArrayDataset, labels_per_class, select_classes
 from transferlab.errors import CheckpointError, ConfigError, DataError
@@ -109,6 +110,99 @@ def test_denoising_autoencoder_masks_the_requested_fraction_to_black():
     masked = corrupted == -1.0  # black: (0 - 0.5) / 0.5
     assert masked.float().mean().item() == pytest.approx(0.3, abs=0.02)
     assert torch.equal(corrupted[~masked], x[~masked])
+
+
+# --- the pretext methods' parts -------------------------------------------------------------------
+
+
+def test_pretext_defaults_are_the_papers():
+    ae, dae, sae, simclr = (METHODS.get(n).Config(name=n) for n in
+                            ("autoencoder", "denoising_autoencoder", "sparse_autoencoder", "simclr"))
+    assert (ae.noise, ae.noise_level, ae.sparsity_weight, ae.code_dim, ae.decoder_hidden) == ("none", 0.0, 0.0, 256, 512)
+    assert (dae.noise, dae.noise_level) == ("mask", 0.3)                        # Vincent et al.
+    assert (sae.sparsity_weight, sae.sparsity_target) == (3.0, 0.1)             # UFLDL
+    assert (simclr.temperature, simclr.projection_dim, simclr.projection_hidden) == (0.5, 128, 512)
+    assert simclr.augmentation == "natural" and simclr.crop_scale is None
+
+
+def test_autoencoder_corrupts_only_while_training_and_reconstructs_the_clean_input():
+    torch.manual_seed(0)
+    method = METHODS.get("autoencoder")(Encoder(MLP(8, hidden=16), 0), 2, input_spec=InputSpec("features", (8,)),
+                                        noise="gaussian", noise_level=0.5, code_dim=4, decoder_hidden=6)
+    x = torch.randn(256, 8)
+    noisy = method.corrupt(x)
+    assert (noisy - x).std().item() == pytest.approx(0.5, rel=0.05)
+    assert [m.out_features for m in method.decoder if isinstance(m, torch.nn.Linear)] == [6, 8]
+    assert method.code[0].out_features == 4
+    method.eval()
+    seen = []
+    handle = method.encoder.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x_hat, code = method.reconstruct(x)
+    method.train()
+    torch.manual_seed(1)
+    method.reconstruct(x)
+    handle.remove()
+    assert torch.equal(seen[0], x) and not torch.equal(seen[1], x)  # eval: clean input; training: corrupted
+    assert x_hat.shape == x.shape and code.shape == (256, 4) and bool(((code > 0) & (code < 1)).all())
+    assert METHODS.get("autoencoder")(Encoder(MLP(8, hidden=16), 0), 2, input_spec=InputSpec("features", (8,))).corrupt(x) is x
+
+
+def test_autoencoder_loss_is_half_the_squared_error_per_sample_plus_the_weighted_sparsity():
+    class Ctx:
+        def backward_and_step(self, loss, *names):
+            self.loss, self.names = loss.item(), names
+
+    for weight in (0.0, 2.0):
+        torch.manual_seed(0)
+        method = METHODS.get("autoencoder")(Encoder(MLP(8, hidden=16), 0), 2, input_spec=InputSpec("features", (8,)),
+                                            sparsity_weight=weight, sparsity_target=0.2)
+        method.eval()  # no dropout: the test's forward equals the update's
+        x = torch.randn(16, 8)
+        ctx = Ctx()
+        out = method.update(Batch(x), ctx)
+        x_hat, code = method.reconstruct(x)
+        recon = 0.5 * (x_hat - x).pow(2).sum(1).mean()
+        assert out["recon_loss"].item() == pytest.approx(recon.item(), rel=1e-5) and ctx.names == ("main",)
+        assert ctx.loss == pytest.approx(recon.item() + weight * kl_sparsity(code, 0.2).item(), rel=1e-5)
+        assert ("sparsity" in out) is (weight > 0)
+
+
+def test_autoencoder_and_simclr_need_the_right_input_spec():
+    with pytest.raises(ConfigError, match="autoencoder needs the input shape"):
+        METHODS.get("autoencoder")(Encoder(MLP(8, hidden=16), 0), 2)
+    with pytest.raises(ConfigError, match="simclr makes image views; it needs image input \\(got features\\)"):
+        METHODS.get("simclr")(Encoder(MLP(8, hidden=16), 0), 2, input_spec=InputSpec("features", (8,)))
+    with pytest.raises(ConfigError, match="got no input_spec"):
+        METHODS.get("simclr")(Encoder(MLP(8, hidden=16), 0), 2)
+
+
+def test_simclr_contrasts_two_views_through_the_projector_at_its_temperature():
+    from transferlab.models.backbones import LeNet
+
+    class Ctx:
+        def gather(self, z):
+            self.gathered = getattr(self, "gathered", 0) + 1
+            return z
+
+        def backward_and_step(self, loss, *names):
+            self.loss, self.names = loss, names
+
+    torch.manual_seed(0)
+    method = METHODS.get("simclr")(Encoder(LeNet(1, 16), 16), 10, input_spec=_spec(1, 16), temperature=0.3,
+                                   projection_dim=7, projection_hidden=9, augmentation="digits")
+    assert [m.out_features for m in method.projector if isinstance(m, torch.nn.Linear)] == [9, 7]
+    x = torch.rand(8, 1, 16, 16)
+    ctx = Ctx()
+    torch.manual_seed(3)
+    out = method.update(Batch(x), ctx)
+    assert ctx.gathered == 2 and ctx.names == ("main",)
+    method.eval()
+    torch.manual_seed(3)  # the same two views
+    x1, x2 = method.views(x), method.views(x)
+    assert not torch.equal(x1, x2)
+    method.train()
+    z1, z2 = method.projector(method.encoder(torch.cat([x1, x2]))).chunk(2)
+    assert out["nt_xent"].item() == pytest.approx(nt_xent(z1, z2, 0.3).item(), rel=1e-4)
 
 
 def _pretext_losses(method_name: str, iterations: int = 40, **method):
@@ -262,7 +356,12 @@ def test_probe_and_finetune_commands(pretrained, capsys):
     assert cli(["probe", str(pretrained), "--labels-per-class", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{"):])
-    assert result["method"] == "linear_probe" and result["labels_per_class"] == 1 and 0 <= result["target_test/acc"] <= 100
+    assert result["method"] == "linear_probe" and result["labels_per_class"] == 1
+    # the command prints what the protocol computes for that run, k and seed (deterministic on one thread)
+    from transferlab.protocol import run_transfer
+
+    assert result["target_test/acc"] == pytest.approx(run_transfer(pretrained, "probe", labels_per_class=1, seed=0,
+                                                                   progress=False)["target_test/acc"])
     assert cli(["finetune", str(pretrained), "--labels-per-class", "all", "--from-scratch", "--no-progress"]) == 0
     assert '"strategy": "scratch"' in capsys.readouterr().out
 
@@ -339,3 +438,4 @@ def test_the_grid_flags_negative_transfer(pretrained):
     assert "negative_transfer" not in records["scratch"]
     table = grid_table(list(records.values()))
     assert "70.5 ± 0.7 ↓" in table and "81.0 ± 2.8 |" in table
+

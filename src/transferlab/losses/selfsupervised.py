@@ -52,5 +52,5 @@ def kl_sparsity(activations: torch.Tensor, target: float = 0.05, eps: float = 1e
     if not 0.0 < target < 1.0:
         raise ValueError(f"the sparsity target must lie in (0, 1); got {target}")
     rho_hat = activations.float().mean(dim=0).clamp(eps, 1 - eps)
-    rho = torch.as_tensor(target, dtype=rho_hat.dtype, device=rho_hat.device)
+    rho = target
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
