@@ -478,7 +478,7 @@ def test_extract_returns_the_methods_own_features_logits_and_labels_in_eval_mode
     assert method.training  # its mode is restored
     method.eval()
     with torch.no_grad():
-        assert np.allclose(out["features"], method.representation(data.x).numpy(), atol=1e-6)
+        assert np.allclose(out["features"], method.representation(data.x, "source").numpy(), atol=1e-6)
         assert np.allclose(out["logits"], method.predict(data.x).numpy(), atol=1e-6)
     assert np.array_equal(out["labels"], data.y.numpy())
 

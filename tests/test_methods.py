@@ -437,6 +437,15 @@ def test_source_only_minimises_the_source_cross_entropy_over_every_parameter():
     assert ctx.calls[0].changed == {n for n, _ in method.named_parameters()}
 
 
+@pytest.mark.parametrize("name", ["supervised", "source_only", "linear_probe", "dann", "adda", "mcd", "cdan_e"])
+def test_every_method_validates_its_hyper_parameters(name):
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="method.bn_mod: unknown key. Did you mean 'bn_mode'"):
+        make(name, bn_mod="separate")
+    assert make(name, bn_mode="separate").hparams.bn_mode == "separate"
+
+
 def test_unknown_hyper_parameter_is_a_clear_error():
     from transferlab.errors import ConfigError
 
@@ -516,7 +525,7 @@ def test_the_default_method_contract():
     method = make("dann")
     x = blobs(4, seed=5)[0]
     method.eval()
-    assert method.encoder_for("target") is method.encoder and method.encoder_for() is method.encoder
+    assert method.encoder_for("target") is method.encoder and method.encoder_for("source") is method.encoder
     assert torch.equal(method.representation(x, "target"), method.encoder(x))
     assert torch.equal(method.predict_on(x, "source"), method.predict(x))
     assert method.graph_phase(RecordingContext(method)) is None

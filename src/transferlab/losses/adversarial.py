@@ -115,7 +115,7 @@ def class_balance(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     the cross-entropy from the uniform distribution to the batch's mean prediction: smallest (log K) when the
     batch's predictions average to uniform, large when the batch collapses onto few classes. Unlike the
     per-sample :func:`entropy`, it does not reward confident predictions; it keeps them spread over classes."""
-    mean_p = F.softmax(logits.float(), dim=1).mean(dim=0)
+    mean_p = logits.float().softmax(1).mean(0)
     return -torch.log(mean_p + eps).mean()
 
 

@@ -87,10 +87,10 @@ class ADDA(Method):
         ctx.backward_and_step(g_loss, "target_encoder")
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "domain_acc": domain_acc}
 
-    def encoder_for(self, domain="source"):
+    def encoder_for(self, domain):
         return self.target_encoder if domain == "target" and bool(self.adapted) else self.encoder
 
-    def predict_on(self, x, domain="target"):
+    def predict_on(self, x, domain):
         return self.head(self.representation(x, domain))
 
     def predict(self, x):

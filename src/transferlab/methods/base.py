@@ -118,16 +118,16 @@ class Method(nn.Module):
         raise TransferlabError(f"{self.hparams.name} learns a representation and has no classifier: transfer its "
                                f"encoder (transferlab probe|finetune RUN)")
 
-    def encoder_for(self, domain: str = "source") -> nn.Module:
+    def encoder_for(self, domain: str) -> nn.Module:
         """The encoder that maps inputs from ``domain`` ("source" or "target"); methods with a separate
         target encoder (ADDA) override it. Used by the diagnostics (A-distance, t-SNE, CKA)."""
         return self.encoder
 
-    def representation(self, x: Any, domain: str = "source") -> torch.Tensor:
+    def representation(self, x: Any, domain: str) -> torch.Tensor:
         """The features the classifier sees for inputs from ``domain``."""
         return self.encoder_for(domain)(x)
 
-    def predict_on(self, x: Any, domain: str = "target") -> torch.Tensor:
+    def predict_on(self, x: Any, domain: str) -> torch.Tensor:
         """Class logits for inputs from ``domain``: ``predict`` except for methods with a per-domain
         encoder (ADDA classifies source data through the source encoder)."""
         return self.predict(x)
