@@ -138,3 +138,27 @@ def test_pretransformed_stream_draws_the_same_batches():
     assert make_stream(ds, 64, seed=0, transform=transform, max_pretransform_bytes=1000).transform is transform
     with pytest.raises(ValueError, match="not marked deterministic"):
         TensorStream(ds, 64, seed=0, transform=lambda x: x.float(), pretransform=True)
+
+
+def test_a_target_without_a_test_split_is_evaluated_on_the_target_domain_itself(tmp_path):
+    """Sets whose parts are domains (Office-Caltech, Amazon reviews) have no test split: the default evaluation
+    is the transductive one of the DANN/TLlib benchmarks, on the whole target domain."""
+    import numpy as np
+
+    from transferlab.config import DomainConfig
+    from transferlab.data import register_embedded
+    from transferlab.experiment import default_test, load_config, train
+
+    def make(part):
+        rng = np.random.default_rng({"left": 0, "right": 1}[part])
+        return {"x": rng.normal(size=(30, 6)).astype(np.float32) + (part == "right"), "y": np.arange(30) % 2}
+
+    register_embedded("test_two_domains", make, num_classes=2, parts=("left", "right"), kind="features")
+    assert default_test(DomainConfig(name="test_two_domains", part="right")) == DomainConfig(name="test_two_domains", part="right")
+    assert default_test(DomainConfig(name="digits_m", part="train")).part == "test"
+    raw = {"data": {"source": {"name": "test_two_domains", "part": "left"}, "target": {"name": "test_two_domains", "part": "right"},
+                    "batch_size": 8},
+           "model": {"backbone": "mlp", "bottleneck_dim": 0, "mlp": {"hidden": [8]}},
+           "method": {"name": "dann"}, "train": {"iterations": 2, "eval_every": 0, "checkpoint_every": 0}}
+    result = train(load_config(raw=raw), None, progress=False)
+    assert result["test_set"] == "test_two_domains/right" and "target_test/acc" in result

@@ -76,3 +76,65 @@ def test_bf16_autocast_trains_with_finite_losses(tmp_path):
     finally:
         handle.remove()
     assert dtypes == {torch.bfloat16}
+
+
+# --- the configurable MLP (feature-vector input) ---------------------------------------------------
+
+def test_mlp_default_is_the_original_two_layer_relu_network():
+    from transferlab.models import MLP
+
+    model = MLP(8)
+    assert [type(m).__name__ for m in model.net] == ["Linear", "ReLU", "Dropout", "Linear", "ReLU"]
+    assert model.net[2].p == 0.5 and model.out_features == 256
+    assert set(model.state_dict()) == {"net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias"}  # old weights load
+    assert [type(m).__name__ for m in MLP(8, hidden=16).net] == ["Linear", "ReLU", "Dropout", "Linear", "ReLU"]
+
+
+@pytest.mark.parametrize("hidden, activation, dropout, layout, out", [
+    ([100], "sigmoid", 0.5, ["Linear", "Sigmoid"], 100),                      # DANN's shallow network
+    ([32, 16, 8], "gelu", 0.1, ["Linear", "GELU", "Dropout", "Linear", "GELU", "Dropout", "Linear", "GELU"], 8),
+    ([32, 16], "tanh", 0.0, ["Linear", "Tanh", "Linear", "Tanh"], 16),
+    ([], "relu", 0.5, [], 8),                                                  # features pass through
+])
+def test_mlp_widths_activation_and_dropout(hidden, activation, dropout, layout, out):
+    from transferlab.models import MLP
+
+    model = MLP(8, hidden, activation, dropout)
+    assert [type(m).__name__ for m in model.net] == layout and model.out_features == out
+    assert [(m.in_features, m.out_features) for m in model.net if isinstance(m, torch.nn.Linear)] == list(
+        zip([8, *hidden[:-1]], hidden))
+    assert all(m.p == dropout for m in model.net if isinstance(m, torch.nn.Dropout))
+    assert model(torch.zeros(3, 8)).shape == (3, out)
+
+
+def test_mlp_refuses_an_unknown_activation_or_dropout():
+    from transferlab.models import MLP
+
+    with pytest.raises(TransferlabError, match="unknown MLP activation 'relu6'. Valid: relu, gelu"):
+        MLP(8, activation="relu6")
+    with pytest.raises(TransferlabError, match=r"dropout must lie in \[0, 1\); got 1.0"):
+        MLP(8, dropout=1.0)
+
+
+def test_model_mlp_config_builds_that_network_for_feature_data():
+    import numpy as np
+
+    from transferlab.data import register_embedded
+    from transferlab.errors import ConfigError
+    from transferlab.experiment import build, load_config
+
+    def make(part):
+        rng = np.random.default_rng(0 if part == "train" else 1)
+        return {"x": rng.normal(size=(40, 12)).astype(np.float32), "y": np.arange(40) % 3}
+
+    register_embedded("test_features_12d", make, num_classes=3, kind="features")
+    raw = {"data": {"source": {"name": "test_features_12d"}, "test": {"name": "test_features_12d", "part": "test"},
+                    "batch_size": 8},
+           "model": {"backbone": "mlp", "bottleneck_dim": 0, "mlp": {"hidden": [20, 10], "activation": "tanh", "dropout": 0.2}},
+           "method": {"name": "supervised"}, "train": {"iterations": 2, "eval_every": 0, "checkpoint_every": 0}}
+    backbone = build(load_config(raw=raw)).method.encoder.backbone
+    assert [type(m).__name__ for m in backbone.net] == ["Linear", "Tanh", "Dropout", "Linear", "Tanh"]
+    assert backbone.net[0].in_features == 12 and backbone.out_features == 10 and backbone.net[2].p == 0.2
+    raw["model"]["mlp"] = {"hidden": [20], "activaton": "tanh"}
+    with pytest.raises(ConfigError, match="model.mlp.activaton: unknown key. Did you mean 'activation'"):
+        load_config(raw=raw)

@@ -53,9 +53,21 @@ class DataConfig(_Strict):
     eval_batch_size: PositiveInt = 1024
 
 
+class MLPConfig(_Strict):
+    """The ``mlp`` backbone (feature-vector input)."""
+
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256])
+    """Widths of the hidden layers, in order (``[]``: no hidden layer; the features pass through)."""
+    activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu"] = "relu"
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    """Dropout between hidden layers (not after the last)."""
+
+
 class ModelConfig(_Strict):
     backbone: str = "lenet"
     """``lenet``, ``dtn``, ``mlp``, ``torchvision:<name>`` or ``timm:<name>``."""
+    mlp: MLPConfig = Field(default_factory=MLPConfig)
+    """Widths, activation and dropout of the ``mlp`` backbone (ignored by the others)."""
     pretrained: bool | str = False
     """``true`` (library weight cache) or a path to a safetensors/torch weights file."""
     bottleneck_dim: NonNegativeInt = 256

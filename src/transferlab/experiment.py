@@ -100,6 +100,15 @@ def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> Arr
     return dataset
 
 
+def default_test(target: DomainConfig) -> DomainConfig:
+    """Where a run without ``data.test`` is evaluated: the target dataset's ``test`` split when it has one;
+    otherwise, for sets whose parts are domains (Office-Caltech, Amazon reviews), the target domain itself,
+    the transductive protocol of the DANN and TLlib benchmarks (its labels are used for evaluation only)."""
+    parts = tl_data.DATASETS.get(target.name).parts
+    part = "test" if "test" in parts or target.part not in parts else target.part
+    return DomainConfig(name=target.name, part=part, classes=target.classes)
+
+
 def load_encoder_weights(encoder: torch.nn.Module, source: str | Path, layers: int | None = None) -> None:
     """Initialise ``encoder`` from a run folder's (or a ``model.safetensors`` file's) ``encoder.*`` weights,
     all of them or only those of its first ``layers`` layers."""
@@ -164,8 +173,7 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     target = load_domain(c.data.target, root, c.seed) if c.data.target is not None else None
     if "target" in method_cls.inputs and target is None:
         raise ConfigError(f"method {method_cfg.name} adapts to a target domain: set data.target")
-    test_cfg = c.data.test or (type(c.data.target)(name=c.data.target.name, part="test", classes=c.data.target.classes)
-                               if c.data.target is not None else None)
+    test_cfg = c.data.test or (default_test(c.data.target) if c.data.target is not None else None)
     test = load_domain(test_cfg, root, c.seed) if test_cfg is not None else None
     if target is not None and len(target) == 0 or test is not None and len(test) == 0:
         raise DataError(f"target data is empty ({c.data.target.name}/{c.data.target.part})")
@@ -184,7 +192,8 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
         if len(set(dims.values())) > 1:
             raise DataError(f"feature dimensions differ: {dims}")
         transform = FeatureTransform()
-        backbone = create_backbone(c.model.backbone, in_features=int(source.x.shape[1]), pretrained=c.model.pretrained)
+        backbone = create_backbone(c.model.backbone, in_features=int(source.x.shape[1]), pretrained=c.model.pretrained,
+                                   mlp=c.model.mlp.model_dump())
         spec = InputSpec("features", (int(source.x.shape[1]),))
     else:
         size = _check_images(sets, c)
@@ -217,7 +226,10 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
         trainer.prepare_run(resolved_config(config), resume=resume, overwrite=overwrite, normalize=_resolved)
     result = trainer.fit()
     task = config.data.source.name + (f"->{config.data.target.name}" if config.data.target is not None else "")
-    return {"method": method_config(config).name, "task": task, **result}
+    out = {"method": method_config(config).name, "task": task, **result}
+    if experiment.test is not None:
+        out["test_set"] = f"{experiment.test.name}/{experiment.test.part}"
+    return out
 
 
 def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Experiment:

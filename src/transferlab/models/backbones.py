@@ -71,13 +71,35 @@ class DTN(nn.Module):
         return self.fc(self.conv(x))
 
 
-class MLP(nn.Module):
-    """Two-layer perceptron for pre-extracted feature vectors (e.g. Office-Caltech SURF/GoogLeNet)."""
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
+}
 
-    def __init__(self, in_features: int, hidden: int = 256) -> None:
+
+class MLP(nn.Module):
+    """A perceptron for pre-extracted feature vectors (e.g. Office-Caltech SURF/GoogLeNet, Amazon reviews):
+    ``Linear -> activation`` per hidden width, with dropout between hidden layers (not after the last one).
+
+    The default, ``hidden=(256, 256)`` with ReLU and dropout 0.5, is the library's original two-layer MLP;
+    ``hidden=(100,)`` with sigmoid is the shallow network of the DANN paper's Amazon-reviews experiments;
+    ``hidden=()`` passes the features through unchanged (a linear model on top, e.g. with no bottleneck).
+    An int ``hidden`` means two layers of that width."""
+
+    def __init__(self, in_features: int, hidden: int | tuple[int, ...] | list[int] = (256, 256),
+                 activation: str = "relu", dropout: float = 0.5) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, hidden), nn.ReLU())
-        self.out_features = hidden
+        widths = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)
+        if activation not in ACTIVATIONS:
+            raise TransferlabError(f"unknown MLP activation '{activation}'. Valid: {', '.join(ACTIVATIONS)}")
+        if not 0.0 <= dropout < 1.0:
+            raise TransferlabError(f"MLP dropout must lie in [0, 1); got {dropout}")
+        layers: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            layers += [nn.Linear(widths[i - 1] if i else in_features, width), ACTIVATIONS[activation]()]
+            if i < len(widths) - 1 and dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        self.net = nn.Sequential(*layers)
+        self.out_features = widths[-1] if widths else in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -85,7 +107,7 @@ class MLP(nn.Module):
 
 BACKBONES.add("lenet", lambda in_channels=1, image_size=28, **_: LeNet(in_channels, image_size))
 BACKBONES.add("dtn", lambda in_channels=3, image_size=32, **_: DTN(in_channels, image_size))
-BACKBONES.add("mlp", lambda in_features, **_: MLP(in_features))
+BACKBONES.add("mlp", lambda in_features, mlp=None, **_: MLP(in_features, **(mlp or {})))
 
 
 def weights_cache() -> Path:
@@ -180,8 +202,9 @@ def _timm(name: str, pretrained: bool | str, in_channels: int) -> nn.Module:
 
 
 def create_backbone(name: str, *, in_channels: int = 3, image_size: int = 224, in_features: int | None = None,
-                    pretrained: bool | str = False) -> nn.Module:
-    """Build a backbone by registry name or ``torchvision:NAME`` / ``timm:NAME``."""
+                    pretrained: bool | str = False, mlp: dict | None = None) -> nn.Module:
+    """Build a backbone by registry name or ``torchvision:NAME`` / ``timm:NAME``. ``mlp`` holds the ``mlp``
+    backbone's settings (:class:`MLP`'s ``hidden``, ``activation``, ``dropout``)."""
     if name.startswith("torchvision:"):
         model = _torchvision(name.split(":", 1)[1], pretrained)
         if in_channels != 3:
@@ -191,7 +214,7 @@ def create_backbone(name: str, *, in_channels: int = 3, image_size: int = 224, i
         return _timm(name.split(":", 1)[1], pretrained, in_channels)
     factory = BACKBONES.get(name)
     try:
-        model = factory(in_channels=in_channels, image_size=image_size, in_features=in_features)
+        model = factory(in_channels=in_channels, image_size=image_size, in_features=in_features, mlp=mlp)
     except RuntimeError as exc:  # e.g. an image too small for the network's convolutions
         raise TransferlabError(
             f"backbone '{name}' cannot be built for {in_channels}x{image_size}x{image_size} input: "
