@@ -487,6 +487,9 @@ def test_mcd_classifiers_are_linear_or_one_hidden_layer(hidden):
     assert set(method.optimizers()) == {"generator", "classifiers"}
     generator = {id(p) for group in method.optimizers()["generator"].groups for p in group[0]}
     assert generator == {id(p) for p in method.encoder.parameters()}
+    classifiers = {id(p) for group in method.optimizers()["classifiers"].groups for p in group[0]}
+    assert classifiers == {id(p) for p in [*method.head_1.parameters(), *method.head_2.parameters()]}
+    assert all(scale == 1.0 for request in method.optimizers().values() for _, scale in request.groups)
 
 
 def test_adda_optimizers_and_their_settings():
@@ -496,6 +499,7 @@ def test_adda_optimizers_and_their_settings():
     assert set(requests) == {"source", "target_encoder", "discriminator"}
     source = {id(p) for group in requests["source"].groups for p in group[0]}
     assert source == {id(p) for p in [*method.encoder.parameters(), *method.head.parameters()]}
+    assert all(scale == 1.0 for request in requests.values() for _, scale in request.groups)
     assert requests["source"].overrides == {}
     for name in ("target_encoder", "discriminator"):
         assert requests[name].overrides == {"name": "sgd", "lr": 3e-4, "betas": (0.1, 0.2), "weight_decay": 0.0,

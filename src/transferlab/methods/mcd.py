@@ -95,4 +95,4 @@ class MCD(Method):
     def predict(self, x):
         f = self.encoder(x)
         # Ensemble of the two classifiers: log of the averaged class probabilities.
-        return torch.log(0.5 * (F.softmax(self.head_1(f).float(), 1) + F.softmax(self.head_2(f).float(), 1)))
+        return torch.log(0.5 * (self.head_1(f).float().softmax(1) + self.head_2(f).float().softmax(1)))
