@@ -484,6 +484,9 @@ def test_mcd_classifiers_are_linear_or_one_hidden_layer(hidden):
         linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
         widths = [(m.in_features, m.out_features) for m in linears]
         assert widths == ([(8, 2)] if hidden == 0 else [(8, hidden), (hidden, 2)])
+        layout = ["Linear"] if hidden == 0 else ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]  # TLlib's MCD head
+        assert [type(m).__name__ for m in (head.children() if hidden else [head])] == layout
+        assert all(m.p == 0.5 for m in head.modules() if isinstance(m, nn.Dropout))
     assert set(method.optimizers()) == {"generator", "classifiers"}
     generator = {id(p) for group in method.optimizers()["generator"].groups for p in group[0]}
     assert generator == {id(p) for p in method.encoder.parameters()}
