@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from transferlab.engine import CheckpointManager
+from transferlab.engine.checkpoint import state_digest
 from transferlab.engine.metrics import MetricsLog
 from transferlab.errors import CheckpointError
 from transferlab.experiment import build, load_run, resolved_config, train
@@ -88,7 +89,8 @@ def test_a_resumed_runs_train_seconds_cover_every_segment(tmp_path):
     # A checkpoint written before this field existed: the count says where it starts.
     state_file = interrupted(tmp_path / "old")
     state = json.loads(state_file.read_text())
-    del state["train_seconds"]
+    del state["train_seconds"], state["state_sha256"]  # and before state.json carried its own digest (format 1)
+    state["format"] = 1
     state_file.write_text(json.dumps(state))
     result = train(config, tmp_path / "old", resume=True, progress=False)
     assert result["train_seconds_from_step"] == 5 and result["resumed_from_step"] == 5
@@ -178,6 +180,7 @@ def test_fused_optimizer_and_resume_across_implementations(tmp_path):
     state = json.loads(state_path.read_text())
     for group in state["optimizers"]["main"]["param_groups"]:
         group["fused"] = True  # as a CUDA run writes it
+    state["state_sha256"] = state_digest(state)
     state_path.write_text(json.dumps(state))
     trainer = build(config).trainer(run, progress=False, resume=True)
     result = trainer.fit()

@@ -2,17 +2,20 @@
 
 A checkpoint is a folder ``checkpoints/step_XXXXXXXX/`` holding ``model.safetensors``,
 ``optimizers.safetensors``, ``rng.safetensors`` and ``state.json`` (step, stream positions,
-optimizer hyper-parameters, and the sha256 of each tensor file). It is written into a temporary
-folder and renamed into place, then ``checkpoints/LATEST`` is replaced atomically; on load, a
-checkpoint whose files do not match their recorded sha256 (a crash or full disk mid-write) is
-skipped in favour of the previous good one.
+optimizer hyper-parameters, the sha256 of each tensor file, and a sha256 of the state itself). It is
+written into a temporary folder and renamed into place, then ``checkpoints/LATEST`` is replaced
+atomically; on load, a checkpoint whose files or state do not match their recorded sha256 (a crash or
+full disk mid-write, a damaged disk, a hand edit) is skipped in favour of the previous good one, and the
+skip is reported. A temporary folder left by a writer that was killed is removed by the next writer.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,7 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: state.json carries ``state_sha256``, the digest of its other contents (version 1 checkpoints load without it)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -55,12 +59,24 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _as_os_error(exc: SafetensorError, path: Path) -> OSError:
+    """safetensors reports a failed write (a full disk, a read-only folder) as ``SafetensorError`` with the OS
+    error inside its message; give it back its errno, so callers handle it like any other failed write."""
+    found = re.search(r"(?:os error |code: )(\d+)", str(exc))
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code) if found else str(exc), str(path))
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """safetensors file written atomically (tensors copied to CPU and made contiguous)."""
+    """safetensors file written atomically (tensors copied to CPU and made contiguous). A failed write raises
+    ``OSError`` with the system's errno and leaves no file behind."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp)
+        try:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp)
+        except SafetensorError as exc:
+            raise _as_os_error(exc, path) from None
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -107,6 +123,12 @@ def unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], meta: dict)
 # --- checkpoint folders ---------------------------------------------------------------------------
 
 
+def state_digest(state: dict[str, Any]) -> str:
+    """sha256 of a checkpoint's state as canonical JSON, without the digest itself."""
+    body = {k: v for k, v in state.items() if k != "state_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 class CheckpointManager:
     def __init__(self, folder: Path, keep: int = 2) -> None:
         self.folder = Path(folder)
@@ -114,6 +136,7 @@ class CheckpointManager:
 
     def save(self, step: int, files: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temp()
         final = self.folder / f"step_{step:08d}"
         tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:08d}.", dir=self.folder))
         try:
@@ -121,7 +144,8 @@ class CheckpointManager:
             for filename, tensors in files.items():
                 save_tensors(tmp / filename, tensors)
                 digests[filename] = sha256_file(tmp / filename)
-            atomic_write_json(tmp / "state.json", {**state, "step": step, "files": digests, "format": FORMAT_VERSION})
+            full = {**state, "step": step, "files": digests, "format": FORMAT_VERSION}
+            atomic_write_json(tmp / "state.json", {**full, "state_sha256": state_digest(full)})
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -132,6 +156,12 @@ class CheckpointManager:
         self._prune()
         return final
 
+    def remove_stale_temp(self) -> None:
+        """Delete the temporary folders of checkpoint writes that never finished (the writer was killed): one
+        writer per run folder, so whatever is there now is left over."""
+        for tmp in self.folder.glob(".step_*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def _candidates(self) -> list[Path]:
         return sorted(self.folder.glob("step_*"), reverse=True) if self.folder.is_dir() else []
 
@@ -140,23 +170,42 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
 
     @staticmethod
-    def verify(path: Path) -> dict[str, Any] | None:
-        """The checkpoint's state if every file matches its recorded sha256, else None."""
+    def check(path: Path) -> tuple[dict[str, Any] | None, str]:
+        """``(state, "")`` for an intact checkpoint, else ``(None, what is wrong)``."""
         try:
             state = json.loads((path / "state.json").read_text())
+            if state.get("format", 1) >= 2 and state.get("state_sha256") != state_digest(state):
+                return None, "state.json does not match its recorded sha256"
+            if f"step_{int(state['step']):08d}" != path.name:
+                return None, f"state.json says step {state['step']}"
             for filename, digest in state["files"].items():
                 if sha256_file(path / filename) != digest:
-                    return None
-            return state
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+                    return None, f"{filename} does not match its recorded sha256"
+            return state, ""
+        except FileNotFoundError as exc:
+            return None, f"{Path(exc.filename).name} is missing"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+    @classmethod
+    def verify(cls, path: Path) -> dict[str, Any] | None:
+        """The checkpoint's state if it is intact, else None."""
+        return cls.check(path)[0]
+
+    def scan(self) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str]]]:
+        """Intact checkpoints and damaged ones (with what is wrong), each newest first."""
+        valid, damaged = [], []
+        for path in self._candidates():
+            state, problem = self.check(path)
+            if state is None:
+                damaged.append((path, problem))
+            else:
+                valid.append((path, state))
+        return valid, damaged
 
     def valid(self) -> Iterator[tuple[Path, dict[str, Any]]]:
         """Intact checkpoints, newest first."""
-        for path in self._candidates():
-            state = self.verify(path)
-            if state is not None:
-                yield path, state
+        yield from self.scan()[0]
 
     def latest(self) -> tuple[Path, dict[str, Any]] | None:
         return next(self.valid(), None)

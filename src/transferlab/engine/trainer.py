@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import platform
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from ..config import OptimConfig, TrainConfig
 from ..data.datasets import ArrayDataset
 from ..data.streams import iterate_batches, make_stream
-from ..errors import TransferlabError
+from ..errors import CheckpointError, TransferlabError, state_dict_mismatch
 from ..methods.base import Method
 from ..schedules import Schedule
 from . import distributed, graphs
@@ -307,15 +308,42 @@ class Trainer:
                 world=self.world, train_seconds=self._train_seconds()))
         self.state.wait_for_everyone()
 
+    def _notice(self, message: str) -> None:
+        """A line for the person running the job (rank 0, standard error)."""
+        if self.is_main:
+            print(message, file=sys.stderr, flush=True)
+
     def load_checkpoint(self) -> bool:
-        """Restore the newest intact checkpoint; False when there is none."""
+        """Restore the newest intact checkpoint and say which; False when the run has none yet. Damaged
+        checkpoints skipped on the way are named; when every checkpoint is damaged the run refuses to start
+        over (that would delete its metrics) and says how to."""
         manager = self._checkpoints()
-        found = manager.latest() if manager else None
-        if found is None:
+        if manager is None:
             return False
-        path, state = found
-        restore_training_state(path, state, self.method, self.optimizers, self.streams, self.device,
-                               rank=self.rank, seed=self.seed)
+        if self.is_main:
+            manager.remove_stale_temp()
+        valid, damaged = manager.scan()
+        if not valid:
+            if damaged:
+                problems = "; ".join(f"{p.name}: {why}" for p, why in damaged)
+                raise CheckpointError(
+                    f"cannot resume {self.out_dir}: every checkpoint is damaged ({problems}). Nothing was changed. "
+                    f"Start the run over with --overwrite instead of --resume")
+            return False
+        path, state = valid[0]
+        for skipped, why in damaged:
+            if skipped.name > path.name:
+                self._notice(f"skipping damaged checkpoint {skipped.name} ({why})")
+        try:
+            restore_training_state(path, state, self.method, self.optimizers, self.streams, self.device,
+                                   rank=self.rank, seed=self.seed)
+        except RuntimeError as exc:  # e.g. a missing key or another shape, with its sha256 recomputed
+            raise CheckpointError(f"{path} does not match this run's model ({state_dict_mismatch(exc)}); it cannot "
+                                  f"be resumed. Start over with --overwrite") from None
+        except (ValueError, KeyError, IndexError) as exc:  # optimizer or stream state of another shape
+            raise CheckpointError(f"{path} holds training state this run cannot take ({type(exc).__name__}: "
+                                  f"{exc}). Start over with --overwrite") from None
+        self._notice(f"resuming from {path.name} (step {int(state['step'])})")
         if self._graphs is not None:  # new optimizer state tensors: capture again after a warm-up
             self._tensor_lrs()
             self._graphs.reset()
@@ -358,9 +386,13 @@ class Trainer:
 
     def _flush(self, log: MetricsLog, running: dict[str, torch.Tensor], n_running: int,
                scalars: dict[str, float], bar) -> None:
-        """Write the window's mean losses (one host sync per window) and stop on NaN/Inf."""
+        """Write the window's mean losses (one host sync per window); stop when a loss, or a floating-point buffer such
+        as a BatchNorm statistic, is NaN/Inf (a checkpoint written now would resume into the same divergence)."""
         means = dict(zip(running, (torch.stack(list(running.values())) / n_running).tolist()))
         bad = [k for k, v in means.items() if not math.isfinite(v)]
+        buffers = [(n, b) for n, b in self.method.named_buffers() if b.is_floating_point() and b.numel()]
+        if buffers and not bool(torch.stack([torch.isfinite(b).all() for _, b in buffers]).all()):
+            bad += [f"buffer {n}" for n, b in buffers if not bool(torch.isfinite(b).all())]  # BatchNorm statistics
         if bad:
             raise TrainingDiverged(
                 f"{', '.join(bad)} became NaN/Inf between steps {self.step - n_running + 1} and {self.step}; "

@@ -1,0 +1,144 @@
+"""Checkpoint faults: a full disk, a damaged or edited checkpoint, a killed write, a diverged BatchNorm.
+Each ends in an exact recovery or one clear message, and nothing a run had is lost."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from transferlab.cli import main
+from transferlab.engine import TrainingDiverged
+from transferlab.engine.checkpoint import CheckpointManager, sha256_file, state_digest
+from transferlab.errors import CheckpointError, TransferlabError
+from transferlab.experiment import build
+
+from conftest import tiny_config
+
+
+def short_run(tmp_path, iterations=10, checkpoint_every=5, method="dann", stop_at=None, **train):
+    out = tmp_path / "run"
+    config = tiny_config(method, iterations=iterations,
+                         train={"checkpoint_every": checkpoint_every, "iterations": iterations, "keep_checkpoints": 3, **train})
+    build(config).trainer(out, progress=False).fit(stop_at=stop_at)
+    return config, out
+
+
+def resume(config, out):
+    return build(config).trainer(out, progress=False, resume=True).fit()
+
+
+def test_a_full_disk_inside_safetensors_is_the_clear_disk_message(tmp_path, monkeypatch):
+    """safetensors raises its own SafetensorError (not OSError) when the disk fills: it must still end in the
+    disk-full message, with the earlier checkpoint intact and no temporary file left."""
+    import transferlab.engine.checkpoint as checkpoint
+
+    config, out = short_run(tmp_path, stop_at=5)
+
+    def full_disk(tensors, path, *args, **kwargs):
+        open(path, "wb").write(b"\0" * 10)
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(TransferlabError, match=r"\(No space left on device\) at step 10.*no partial file was left"):
+        resume(config, out)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["LATEST", "step_00000005"]
+    assert CheckpointManager(out / "checkpoints").latest()[1]["step"] == 5
+
+
+def test_an_edited_state_json_is_skipped_and_named(tmp_path, capsys):
+    """One changed number in state.json (its step) used to resume "from step 10" with step-5 weights."""
+    config, out = short_run(tmp_path, iterations=15, stop_at=10)
+    state_path = out / "checkpoints" / "step_00000010" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["total_steps"] = 14  # any edit, not only the step
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    result = resume(config, out)
+    err = capsys.readouterr().err
+    assert "skipping damaged checkpoint step_00000010 (state.json does not match its recorded sha256)" in err
+    assert "resuming from step_00000005 (step 5)" in err
+    assert result["resumed_from_step"] == 5
+
+
+def test_a_state_json_whose_step_disagrees_with_its_folder_is_damaged(tmp_path):
+    _, out = short_run(tmp_path)
+    folder = out / "checkpoints" / "step_00000010"
+    state = json.loads((folder / "state.json").read_text())
+    state["step"] = 11
+    state["state_sha256"] = state_digest(state)  # even with a consistent digest
+    (folder / "state.json").write_text(json.dumps(state))
+    assert CheckpointManager.check(folder) == (None, "state.json says step 11")
+    assert CheckpointManager(out / "checkpoints").latest()[0].name == "step_00000005"
+
+
+def test_resume_refuses_to_start_over_when_every_checkpoint_is_damaged(tmp_path, capsys):
+    config, out = short_run(tmp_path, iterations=15, stop_at=10)
+    for folder in (out / "checkpoints").glob("step_*"):
+        with open(folder / "model.safetensors", "r+b") as handle:
+            handle.truncate(100)
+    metrics = (out / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=r"every checkpoint is damaged \(step_00000010: model.safetensors does "
+                                              r"not match.*Nothing was changed.*--overwrite"):
+        resume(config, out)
+    assert (out / "metrics.jsonl").read_text() == metrics  # the run's history is kept
+
+
+def test_a_checkpoint_for_another_model_is_a_clear_error(tmp_path):
+    """A tensor of the wrong shape, with the checksum recomputed so it passes verification."""
+    config, out = short_run(tmp_path, iterations=15, stop_at=10)
+    for folder in (out / "checkpoints").glob("step_*"):
+        model = folder / "model.safetensors"
+        tensors = load_file(str(model))
+        tensors["head.weight"] = torch.zeros(3, 3)
+        save_file(tensors, str(model))
+        state = json.loads((folder / "state.json").read_text())
+        state["files"]["model.safetensors"] = sha256_file(model)
+        state["state_sha256"] = state_digest(state)
+        (folder / "state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"step_00000010 does not match this run's model \(size mismatch for "
+                                              r"head.weight.*Start over with --overwrite"):
+        resume(config, out)
+
+
+def test_a_killed_checkpoint_write_leaves_nothing_after_the_next_write(tmp_path):
+    config, out = short_run(tmp_path, iterations=15, stop_at=10)
+    stale = out / "checkpoints" / ".step_00000015.abc123"  # what a SIGKILL during the write leaves
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"\0" * 4096)
+    extra = out / "checkpoints" / "step_00000001"  # a kill between writing and pruning
+    shutil.copytree(out / "checkpoints" / "step_00000005", extra)
+    resume(config, out)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "LATEST", "step_00000005", "step_00000010", "step_00000015"]  # keep_checkpoints: 3
+
+
+def test_infinite_batchnorm_statistics_count_as_divergence(tmp_path):
+    """A finite loss but running_var = inf: the run must stop before writing that model as the last good one."""
+    out = tmp_path / "run"
+    config = tiny_config("source_only", iterations=20, train={"checkpoint_every": 5, "log_every": 5, "iterations": 20})
+    trainer = build(config).trainer(out, progress=False)
+    trainer.fit(stop_at=5)
+    bn = trainer.method.encoder.bottleneck[1]
+    bn.running_var[0] = float("inf")
+    bn.momentum = 0.0  # keep it (a real divergence keeps feeding it)
+    with pytest.raises(TrainingDiverged, match=r"buffer encoder.bottleneck.1.running_var became NaN/Inf between "
+                                               r"steps 6 and 10"):
+        trainer.fit()
+    assert (out / "checkpoints" / "LATEST").read_text().strip() == "step_00000005"
+
+
+def test_the_cli_says_where_it_resumed(tmp_path, capsys):
+    config_path = tmp_path / "c.yaml"
+    from transferlab.experiment import resolved_config
+
+    config = tiny_config("source_only", iterations=10, train={"checkpoint_every": 5, "iterations": 10})
+    config_path.write_text(json.dumps(resolved_config(config)))
+    out = tmp_path / "run"
+    build(config).trainer(out, progress=False).fit(stop_at=5)
+    (out / "config.json").write_text(json.dumps(resolved_config(config)))
+    assert main(["train", str(config_path), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "resuming from step_00000005 (step 5)" in capsys.readouterr().err
