@@ -142,3 +142,32 @@ def test_the_cli_says_where_it_resumed(tmp_path, capsys):
     (out / "config.json").write_text(json.dumps(resolved_config(config)))
     assert main(["train", str(config_path), "--out", str(out), "--resume", "--no-progress"]) == 0
     assert "resuming from step_00000005 (step 5)" in capsys.readouterr().err
+
+
+def test_sigterm_between_two_log_steps_resumes_to_the_uninterrupted_metrics(tmp_path):
+    """SIGTERM at step 7 of windows of 5: the checkpoint carries the open window (steps 6-7) instead of logging it
+    early, so the resumed metrics.jsonl (and model) equal an uninterrupted run's."""
+    import os
+    import signal
+
+    from transferlab.engine.metrics import MetricsLog
+
+    config = tiny_config("dann", iterations=15, train={"checkpoint_every": 0, "log_every": 5, "iterations": 15})
+    build(config).trainer(tmp_path / "straight", progress=False).fit()
+    trainer = build(config).trainer(tmp_path / "stopped", progress=False)
+    original = trainer.method.update
+
+    def update(*batches_then_ctx):
+        if batches_then_ctx[-1].step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled after this step: stop at step 7
+        return original(*batches_then_ctx)
+
+    trainer.method.update = update
+    with pytest.raises(TransferlabError, match="stopped by SIGTERM at step 7"):
+        trainer.fit()
+    assert [r["step"] for r in MetricsLog.read(tmp_path / "stopped" / "metrics.jsonl")] == [5]
+    resume(config, tmp_path / "stopped")
+    strip = lambda run: [{k: v for k, v in r.items() if k != "wall_s"} for r in MetricsLog.read(tmp_path / run / "metrics.jsonl")]  # noqa: E731
+    assert strip("stopped") == strip("straight")
+    a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("stopped", "straight"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -191,6 +191,7 @@ class Trainer:
         self.step = 0
         # Training seconds before this process's fit(), carried by checkpoints (None: a checkpoint too old to say).
         self._seconds_before: float | None = 0.0
+        self._log_window: dict[str, Any] | None = None  # the open logging window a SIGTERM checkpoint carried
         self._fit_started: float | None = None
         self._broadcast(parameters=True)
 
@@ -297,15 +298,18 @@ class Trainer:
     def _checkpoints(self) -> CheckpointManager | None:
         return CheckpointManager(self.out_dir / "checkpoints", self.cfg.keep_checkpoints) if self.out_dir else None
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, window: dict[str, Any] | None = None) -> None:
+        """Write a checkpoint of the current step. ``window``: the loss sums of a logging window still open (a
+        SIGTERM between two log steps), so the resumed run logs that window as an uninterrupted run would."""
         manager = self._checkpoints()
         if manager is None:
             return
         self._broadcast()
         if self.is_main:
-            manager.save(self.step, *pack_training_state(
+            files, state = pack_training_state(
                 self.method, self.optimizers, self.streams, self.device, total_steps=self.cfg.iterations,
-                world=self.world, train_seconds=self._train_seconds()))
+                world=self.world, train_seconds=self._train_seconds())
+            manager.save(self.step, files, {**state, **({"log_window": window} if window else {})})
         self.state.wait_for_everyone()
 
     def _notice(self, message: str) -> None:
@@ -349,6 +353,7 @@ class Trainer:
             self._graphs.reset()
         self.step = int(state["step"])
         self._seconds_before = state.get("train_seconds")
+        self._log_window = state.get("log_window")
         return True
 
     def _train_seconds(self, now: float | None = None) -> float | None:
@@ -384,9 +389,8 @@ class Trainer:
                     f"another --out; no partial file was left, and the last complete checkpoint is kept"
                 ) from None
 
-    def _flush(self, log: MetricsLog, running: dict[str, torch.Tensor], n_running: int,
-               scalars: dict[str, float], bar) -> None:
-        """Write the window's mean losses (one host sync per window); stop when a loss, or a floating-point buffer such
+    def _check_finite(self, running: dict[str, torch.Tensor], n_running: int) -> dict[str, float]:
+        """The window's mean losses (one host sync per window); stop when a loss, or a floating-point buffer such
         as a BatchNorm statistic, is NaN/Inf (a checkpoint written now would resume into the same divergence)."""
         means = dict(zip(running, (torch.stack(list(running.values())) / n_running).tolist()))
         bad = [k for k, v in means.items() if not math.isfinite(v)]
@@ -399,6 +403,12 @@ class Trainer:
                 f"the last good checkpoint is kept. Try a lower optim.lr, train.precision: fp32, or a smaller "
                 f"method trade_off."
             )
+        return means
+
+    def _flush(self, log: MetricsLog, running: dict[str, torch.Tensor], n_running: int,
+               scalars: dict[str, float], bar) -> None:
+        """Check the window (:meth:`_check_finite`) and write its mean losses as one record."""
+        means = self._check_finite(running, n_running)
         # wall_s: seconds since this process's fit() began (throughput diagnosis; differs between a resumed
         # and an uninterrupted run, unlike everything else in the record)
         log.write({"step": self.step, "kind": "train", **means, **scalars,
@@ -418,6 +428,10 @@ class Trainer:
         running: dict[str, torch.Tensor] = {}
         scalars: dict[str, float] = {}
         n_running = 0
+        if resumed and self._log_window:  # a SIGTERM stopped the run inside a logging window: go on summing it
+            running = {k: torch.tensor(v, dtype=torch.float32, device=self.device)
+                       for k, v in self._log_window["sums"].items()}
+            n_running = int(self._log_window["n"])
         final_metrics: dict[str, float] | None = None  # evaluation at the last step, reused for the result
         started, start_step = time.perf_counter(), self.step
         self._fit_started = started
@@ -452,16 +466,21 @@ class Trainer:
             self.step += 1
             bar.update(1)
             last = self.step == total
-            checkpoint_due = (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0) or last or sigterm.set
-            if self.step % self.cfg.log_every == 0 or checkpoint_due:  # never checkpoint a diverged model
-                self._flush(log, running, n_running, scalars, bar)
+            scheduled = bool(self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0) or last
+            checkpoint_due = scheduled or sigterm.set
+            open_window = None
+            if self.step % self.cfg.log_every == 0 or scheduled:
+                self._flush(log, running, n_running, scalars, bar)  # never checkpoint a diverged model
                 running, n_running = {}, 0
+            elif checkpoint_due:  # SIGTERM between two log steps: the open window goes into the checkpoint, not the
+                self._check_finite(running, n_running)  # log, so the resumed metrics.jsonl equals an uninterrupted run's
+                open_window = {"n": n_running, "sums": dict(zip(running, torch.stack(list(running.values())).tolist()))}
             if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or last:
                 if self.eval_sets:
                     final_metrics = self.evaluate()
                     log.write({"step": self.step, "kind": "eval", **final_metrics})
             if checkpoint_due:
-                self.save_checkpoint()
+                self.save_checkpoint(open_window)
             if sigterm.set and not last:
                 bar.close()
                 raise TransferlabError(
