@@ -171,3 +171,48 @@ def test_sigterm_between_two_log_steps_resumes_to_the_uninterrupted_metrics(tmp_
     assert strip("stopped") == strip("straight")
     a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("stopped", "straight"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_folder_has_one_writer_at_a_time(tmp_path):
+    """A second --resume or --overwrite while the first run trains is refused with the holder's PID, and changes
+    nothing; once the first run ends, the folder is free again."""
+    import os
+
+    from transferlab.experiment import resolved_config
+
+    config = tiny_config("source_only", iterations=6, train={"checkpoint_every": 3, "iterations": 6})
+    out = tmp_path / "run"
+    first = build(config).trainer(out, progress=False)
+    first.prepare_run(resolved_config(config))
+    first.fit(stop_at=3)  # fit() releases the lock when it returns: take it again, as a live run holds it
+    first.prepare_run(resolved_config(config), resume=True)
+    files = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for flags in ({"resume": True}, {"overwrite": True}):
+        second = build(config).trainer(out, progress=False)
+        with pytest.raises(CheckpointError, match=rf"in use by another transferlab process \(PID {os.getpid()}\).*"
+                                                  rf"nothing was changed"):
+            second.prepare_run(resolved_config(config), **flags)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == files
+    assert first.fit()["step"] == 6
+    second = build(config).trainer(out, progress=False)
+    assert second.prepare_run(resolved_config(config), overwrite=True) is False  # free again; replaced
+    assert (out / "config.json").exists() and not (out / "checkpoints").exists()
+    second.release_run()
+
+
+def test_the_lock_of_a_killed_run_is_released(tmp_path):
+    import subprocess
+    import sys
+
+    from transferlab.engine.checkpoint import RunLock
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from transferlab.engine.checkpoint import RunLock; lock = RunLock.acquire(Path(sys.argv[1])); "
+                               "print('locked', flush=True); time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(CheckpointError, match=f"PID {holder.pid}"):
+        RunLock.acquire(out)
+    holder.kill()
+    holder.wait()
+    RunLock.acquire(out).release()

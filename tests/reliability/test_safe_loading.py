@@ -35,7 +35,7 @@ def test_a_run_folder_holds_only_safetensors_and_json(tmp_path):
     files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
     assert files
     for path in files:
-        assert path.suffix in (".safetensors", ".json", ".jsonl") or path.name == "LATEST", path
+        assert path.suffix in (".safetensors", ".json", ".jsonl") or path.name in ("LATEST", ".lock"), path
         assert not path.read_bytes().startswith(b"\x80"), f"{path} looks like a pickle"
 
 

@@ -12,6 +12,7 @@ skip is reported. A temporary folder left by a writer that was killed is removed
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -214,6 +215,54 @@ class CheckpointManager:
 # --- run directories -------------------------------------------------------------------------------
 
 
+class RunLock:
+    """One writer per run folder: an exclusive ``flock`` on ``<run>/.lock``, held while a process trains into
+    the folder. The OS drops it when the process ends in any way, SIGKILL included, so a crashed run never
+    leaves a stale lock. The file holds the holder's PID, which the refusal names. (``filelock`` takes the same
+    lock but records no holder; this is the standard library's ``fcntl``, POSIX only.)"""
+
+    NAME = ".lock"
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, out: Path) -> RunLock:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / cls.NAME, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise CheckpointError(
+                f"{out} is in use by another transferlab process (PID {holder}) that is training into it. Wait for "
+                f"it to finish (or stop it), then run again; nothing was changed") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return cls(handle)
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def _clear_run_dir(out: Path) -> None:
+    """Delete a run folder's contents, but not its lock (held by this process while it replaces the run)."""
+    for child in out.iterdir():
+        if child.name == RunLock.NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool,
                     normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bool:
     """Make ``out`` ready for a run; returns True when an earlier run there should be resumed.
@@ -228,7 +277,7 @@ def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrit
         raise CheckpointError(f"--out {out} is a file, not a folder; choose a folder for the run")
     if saved.exists():
         if overwrite:
-            shutil.rmtree(out)
+            _clear_run_dir(out)
         elif resume:
             previous = json.loads(saved.read_text())
             if normalize is not None:
@@ -245,7 +294,7 @@ def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrit
                 f"{out} already holds a run. Use --resume to continue it, --overwrite to replace it, or choose "
                 f"another --out"
             )
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif out.exists() and any(p.name != RunLock.NAME for p in out.iterdir()) and not overwrite:
         raise CheckpointError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(saved, config)

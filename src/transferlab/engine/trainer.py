@@ -35,7 +35,7 @@ from ..errors import CheckpointError, TransferlabError, state_dict_mismatch
 from ..methods.base import Method
 from ..schedules import Schedule
 from . import distributed, graphs
-from .checkpoint import CheckpointManager, atomic_write_json, prepare_run_dir, save_tensors
+from .checkpoint import CheckpointManager, RunLock, atomic_write_json, prepare_run_dir, save_tensors
 from .metrics import MetricsLog
 from .optim import build_optimizer, lr_schedule, optimizer_config
 from .state import pack_training_state, restore_training_state, seed_process
@@ -192,6 +192,7 @@ class Trainer:
         # Training seconds before this process's fit(), carried by checkpoints (None: a checkpoint too old to say).
         self._seconds_before: float | None = 0.0
         self._log_window: dict[str, Any] | None = None  # the open logging window a SIGTERM checkpoint carried
+        self._lock: RunLock | None = None  # held from prepare_run until fit() ends
         self._fit_started: float | None = None
         self._broadcast(parameters=True)
 
@@ -264,12 +265,24 @@ class Trainer:
         """Make ``out_dir`` ready (rank 0 only, then a barrier); True when an earlier run will be resumed."""
         resume_run = False
         if self.is_main:
-            resume_run = prepare_run_dir(self.out_dir, config, resume=resume, overwrite=overwrite, normalize=normalize)
+            self._lock = RunLock.acquire(self.out_dir)  # before anything in the folder is read or replaced
+            try:
+                resume_run = prepare_run_dir(self.out_dir, config, resume=resume, overwrite=overwrite,
+                                             normalize=normalize)
+            except BaseException:
+                self.release_run()
+                raise
         self.state.wait_for_everyone()
         if not self.is_main:  # rank 0 decided; a missing checkpoint simply means a fresh start
             resume_run = resume
         self.resume = resume_run
         return resume_run
+
+    def release_run(self) -> None:
+        """Let another process write the run folder (the OS also does this when this process ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # --- evaluation ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -372,6 +385,7 @@ class Trainer:
         A SIGTERM (cluster pre-emption) finishes the current step, writes a checkpoint and stops with
         a message saying how to resume. Running out of device memory or disk space stops with a
         message that says what to change; files already written stay valid (all writes are atomic).
+        The run folder's lock (:meth:`prepare_run`) is released when it returns or raises.
         """
         with _SigtermFlag() as sigterm:
             try:
@@ -388,6 +402,8 @@ class Trainer:
                     f"could not write to {self.out_dir} ({exc.strerror}) at step {self.step}. Free space or choose "
                     f"another --out; no partial file was left, and the last complete checkpoint is kept"
                 ) from None
+            finally:
+                self.release_run()
 
     def _check_finite(self, running: dict[str, torch.Tensor], n_running: int) -> dict[str, float]:
         """The window's mean losses (one host sync per window); stop when a loss, or a floating-point buffer such
