@@ -146,6 +146,7 @@ def test_nt_xent_module_uses_its_temperature_and_refuses_mismatched_views():
     z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
     assert NTXentLoss(0.2)(z1, z2).item() == pytest.approx(nt_xent(z1, z2, 0.2).item())
     assert NTXentLoss()(z1, z2).item() == pytest.approx(nt_xent(z1, z2, 0.5).item())
+    assert nt_xent(z1, z2).item() == pytest.approx(nt_xent(z1, z2, 0.5).item())  # the paper's CIFAR-10 τ
     assert nt_xent(z1, z2, 0.2).item() != pytest.approx(nt_xent(z1, z2, 0.5).item())
     with pytest.raises(ValueError, match=r"two \(N, d\) views of equal shape; got \(6, 4\) and \(5, 4\)"):
         nt_xent(z1, z2[:5])
@@ -159,6 +160,14 @@ def test_kl_sparsity_refuses_a_target_outside_zero_one(target):
 
     with pytest.raises(ValueError, match=r"sparsity target must lie in \(0, 1\)"):
         kl_sparsity(torch.full((4, 3), 0.5), target)
+
+
+def test_kl_sparsity_defaults_to_rho_0_05():
+    from transferlab.losses import kl_sparsity
+
+    a = torch.rand(16, 4)
+    assert kl_sparsity(a).item() == pytest.approx(kl_sparsity(a, 0.05, 1e-6).item())
+    assert kl_sparsity(torch.full((4, 3), 0.05)).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_kl_sparsity_stays_finite_for_saturated_units():

@@ -152,7 +152,7 @@ def test_autoencoder_loss_is_half_the_squared_error_per_sample_plus_the_weighted
         def backward_and_step(self, loss, *names):
             self.loss, self.names = loss.item(), names
 
-    for weight in (0.0, 2.0):
+    for weight in (0.0, 0.5, 2.0):
         torch.manual_seed(0)
         method = METHODS.get("autoencoder")(Encoder(MLP(8, hidden=16), 0), 2, input_spec=InputSpec("features", (8,)),
                                             sparsity_weight=weight, sparsity_target=0.2)
@@ -190,7 +190,11 @@ def test_simclr_contrasts_two_views_through_the_projector_at_its_temperature():
     torch.manual_seed(0)
     method = METHODS.get("simclr")(Encoder(LeNet(1, 16), 16), 10, input_spec=_spec(1, 16), temperature=0.3,
                                    projection_dim=7, projection_hidden=9, augmentation="digits")
+    assert [type(m).__name__ for m in method.projector] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]  # the paper's g
     assert [m.out_features for m in method.projector if isinstance(m, torch.nn.Linear)] == [9, 7]
+    assert method.num_classes == 10
+    cropped = METHODS.get("simclr")(Encoder(LeNet(1, 16), 16), 10, input_spec=_spec(1, 16), crop_scale=(0.3, 0.9))
+    assert cropped.views.pipeline[0]._param_generator.scale == (0.3, 0.9)  # crop_scale reaches the random crop
     x = torch.rand(8, 1, 16, 16)
     ctx = Ctx()
     torch.manual_seed(3)

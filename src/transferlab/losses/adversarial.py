@@ -122,4 +122,4 @@ def class_balance(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 def classifier_discrepancy(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torch.Tensor:
     """MCD's discrepancy (Saito et al., CVPR 2018, eq. 1): mean over samples and classes of |p1 − p2|,
     with p = softmax(logits)."""
-    return (F.softmax(logits_1.float(), dim=1) - F.softmax(logits_2.float(), dim=1)).abs().mean()
+    return (logits_1.float().softmax(1) - logits_2.float().softmax(1)).abs().mean()
