@@ -49,3 +49,14 @@ def test_no_unsafe_deserialisation_in_the_library():
             if "torch.load(" in line and "weights_only=True" not in line:
                 offenders.append(f"{path.name}:{line_no}: {line.strip()}")
     assert not offenders, "unsafe loading:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 7, b"\xff" * 64, b"PK\x03\x04 a zip, not safetensors"])
+def test_a_corrupt_safetensors_weights_file_is_a_clear_error(tmp_path, content):
+    from transferlab.errors import TransferlabError
+    from transferlab.models import create_backbone
+
+    path = tmp_path / "lenet.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(TransferlabError, match="is not a readable safetensors file.*Download or convert it again"):
+        create_backbone("lenet", in_channels=1, image_size=28, pretrained=str(path))

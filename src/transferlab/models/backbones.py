@@ -119,9 +119,16 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TransferlabError(f"pretrained weights file {path} does not exist")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise TransferlabError(
+                f"pretrained weights file {path} is not a readable safetensors file ({exc}); it may be truncated or "
+                f"in another format. Download or convert it again (safetensors.torch.save_file(state_dict, path))"
+            ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  (any unpickling refusal or corruption)
