@@ -175,8 +175,9 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
         raise ConfigError(f"method {method_cfg.name} adapts to a target domain: set data.target")
     test_cfg = c.data.test or (default_test(c.data.target) if c.data.target is not None else None)
     test = load_domain(test_cfg, root, c.seed) if test_cfg is not None else None
-    if target is not None and len(target) == 0 or test is not None and len(test) == 0:
-        raise DataError(f"target data is empty ({c.data.target.name}/{c.data.target.part})")
+    for role, dataset in (("target", target), ("test", test)):
+        if dataset is not None and len(dataset) == 0:
+            raise DataError(f"{role} data is empty ({dataset.name}/{dataset.part}): nothing to adapt to or evaluate on")
     labelled = [d for d in (source if method_cls.inputs.get("source") else None, target, test) if d is not None]
     if len({d.num_classes for d in labelled}) > 1:
         raise DataError(

@@ -189,3 +189,28 @@ def test_cli_misspelled_keys_wrong_types_and_ranges(tmp_path, capsys, override, 
     assert main(["train", str(config), "--set", override, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_test_split_is_named_as_the_test_split(tmp_path):
+    npz(tmp_path, "mnist", "train", *digits_like(20))
+    npz(tmp_path, "usps", "train", *digits_like(20, size=16))
+    npz(tmp_path, "usps", "test", np.zeros((0, 16, 16), np.uint8), np.zeros(0, np.int64))
+    config = load_config(raw={"data": {"source": {"name": "mnist"}, "target": {"name": "usps"}, "image_size": 28},
+                              "method": {"name": "dann"}})
+    with pytest.raises(DataError, match=r"test data is empty \(usps/test\)"):
+        build(config, tmp_path)
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (np.array([["a"] * 28] * 28 * 4, dtype="<U1").reshape(4, 28, 28), np.arange(4), "x has dtype <U1; expected uint8"),
+    (np.zeros((4, 28, 28), np.uint8), np.arange(4, dtype=np.float32), "y has dtype float32; expected integer class"),
+    (np.zeros((4, 28, 28), np.uint8), np.arange(4).reshape(4, 1), r"y has shape \(4, 1\); expected one integer label"),
+    (np.zeros((4, 28, 28, 5), np.uint8), np.arange(4), r"x has shape \(4, 28, 28, 5\); images are grey"),
+    (np.zeros((4, 28), np.uint8), np.arange(4), r"x has shape \(4, 28\); images are grey"),
+])
+def test_data_files_with_the_wrong_dtype_or_shape_are_refused_by_name(tmp_path, x, y, message):
+    from transferlab.data import load
+
+    npz(tmp_path, "mnist", "train", x, y)
+    with pytest.raises(DataError, match=f"mnist/train: {message}"):
+        load("mnist", "train", tmp_path)

@@ -159,6 +159,20 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
+def _check_arrays(where: str, kind: str, x: np.ndarray, y: np.ndarray) -> None:
+    """Refuse arrays that would otherwise fail later with a confusing message, or be misread silently."""
+    if x.dtype.kind not in "uif":
+        raise DataError(f"{where}: x has dtype {x.dtype}; expected uint8 images or float features (numbers)")
+    if y.ndim != 1:
+        raise DataError(f"{where}: y has shape {y.shape}; expected one integer label per row, shape (N,)")
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{where}: y has dtype {y.dtype}; expected integer class labels 0..K-1 (e.g. int64)")
+    if kind == "features" and x.ndim != 2:
+        raise DataError(f"{where}: x has shape {x.shape}; feature data is (N, D)")
+    if kind == "image" and not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] in (1, 3))):
+        raise DataError(f"{where}: x has shape {x.shape}; images are grey (N, H, W) or RGB (N, H, W, 3)")
+
+
 def load(name: str, part: str, root: str | Path | None = None) -> ArrayDataset:
     """Load one part (split or domain) of a registered dataset as an :class:`ArrayDataset`."""
     info = DATASETS.get(name)
@@ -176,7 +190,9 @@ def load(name: str, part: str, root: str | Path | None = None) -> ArrayDataset:
         arrays = read_npz(path)
         if "x" not in arrays or "y" not in arrays:
             raise DataError(f"{path} must hold arrays 'x' and 'y'; it has {sorted(arrays)}")
-    x, y = arrays.pop("x"), arrays.pop("y").astype(np.int64)
+    x, y = arrays.pop("x"), arrays.pop("y")
+    _check_arrays(f"{name}/{part}", info.kind, x, y)
+    y = y.astype(np.int64)
     if len(x) != len(y):
         raise DataError(f"{name}/{part}: x has {len(x)} rows but y has {len(y)}")
     if len(y) and (y.min() < 0 or y.max() >= info.num_classes):
