@@ -216,3 +216,22 @@ def test_the_lock_of_a_killed_run_is_released(tmp_path):
     holder.kill()
     holder.wait()
     RunLock.acquire(out).release()
+
+
+def test_run_files_get_the_umasks_mode_so_colleagues_can_read_them(tmp_path):
+    """Temporary files are created 0600; the files a run leaves must be 0644 under umask 022, like its PNGs."""
+    import os
+    import stat
+
+    from transferlab.experiment import train
+
+    old = os.umask(0o022)
+    try:
+        train(tiny_config("source_only", iterations=4, train={"checkpoint_every": 2}), tmp_path / "run", progress=False)
+    finally:
+        os.umask(old)
+    run = tmp_path / "run"
+    for path in [run / "config.json", run / "model.safetensors", run / "result.json", run / "metrics.jsonl",
+                 *run.glob("checkpoints/*"), *run.glob("checkpoints/step_*/*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))

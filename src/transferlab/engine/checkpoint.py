@@ -41,6 +41,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: str | Path, directory: bool = False) -> None:
+    """Give a file made by ``tempfile`` (always 0600, folders 0700) the mode the umask gives any new file, so a
+    colleague who may read the run folder can read every file in it."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder + fsync + rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +62,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        _usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,6 +91,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
             save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp)
         except SafetensorError as exc:
             raise _as_os_error(exc, path) from None
+        _usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -149,6 +163,7 @@ class CheckpointManager:
             atomic_write_json(tmp / "state.json", {**full, "state_sha256": state_digest(full)})
             if final.exists():
                 shutil.rmtree(final)
+            _usual_mode(tmp, directory=True)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
