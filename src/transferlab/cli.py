@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = train(config, out, data_root=args.data_root, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, echo=args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
         print(json.dumps(result, indent=2))
         print(f"run saved in {out}")
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="run folder (default: runs/<config name>)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest intact checkpoint")
         p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out first")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar; print one line per logged step instead")
         _common(p)
         p.set_defaults(func=func)
 

@@ -219,10 +219,11 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
 
 
 def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path | None = None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Build and train; with ``out_dir`` the run is saved (config, metrics, checkpoints, final model, result)."""
+          overwrite: bool = False, progress: bool = True, echo: bool = False) -> dict[str, Any]:
+    """Build and train; with ``out_dir`` the run is saved (config, metrics, checkpoints, final model, result).
+    ``echo`` prints each logged record as a line on standard error (for logs without a progress bar)."""
     experiment = build(config, data_root)  # data and model problems surface before anything is written
-    trainer = experiment.trainer(out_dir, progress=progress)
+    trainer = experiment.trainer(out_dir, progress=progress, echo=echo)
     if out_dir is not None:
         trainer.prepare_run(resolved_config(config), resume=resume, overwrite=overwrite, normalize=_resolved)
     result = trainer.fit()

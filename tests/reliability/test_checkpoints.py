@@ -235,3 +235,44 @@ def test_run_files_get_the_umasks_mode_so_colleagues_can_read_them(tmp_path):
                  *run.glob("checkpoints/*"), *run.glob("checkpoints/step_*/*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+def test_resume_of_a_folder_without_a_run_is_refused(tmp_path, capsys):
+    from transferlab.experiment import resolved_config
+
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(json.dumps(resolved_config(tiny_config("source_only", iterations=4))))
+    assert main(["train", str(config_path), "--out", str(tmp_path / "typo"), "--resume", "--no-progress"]) == 2
+    assert "holds no run to resume (no config.json there)" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+
+
+def test_ctrl_c_checkpoints_and_says_how_to_resume_and_no_progress_prints_log_lines(tmp_path, capsys):
+    import os
+    import signal
+
+    from transferlab.experiment import resolved_config
+
+    config = tiny_config("source_only", iterations=12, train={"checkpoint_every": 0, "log_every": 3, "iterations": 12})
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(json.dumps(resolved_config(config)))
+    import transferlab.methods.supervised as supervised
+
+    original = supervised.Supervised.update
+
+    def update(self, source, ctx):
+        if ctx.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 5
+        return original(self, source, ctx)
+
+    supervised.Supervised.update = update
+    try:
+        code = main(["train", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"])
+    finally:
+        supervised.Supervised.update = original
+    err = capsys.readouterr().err
+    assert code == 2 and "stopped by SIGINT at step 5; a checkpoint was written" in err and "--resume" in err
+    assert "step 3/12  cls_loss " in err  # --no-progress: a line per logged step
+    assert (tmp_path / "run" / "checkpoints" / "LATEST").read_text().strip() == "step_00000005"
+    assert main(["train", str(config_path), "--out", str(tmp_path / "run"), "--no-progress", "--resume"]) == 0
+    assert "resuming from step_00000005 (step 5)" in capsys.readouterr().err

@@ -238,11 +238,13 @@ class RunLock:
 
     NAME = ".lock"
 
-    def __init__(self, handle) -> None:
+    def __init__(self, handle, folder: Path, created: bool) -> None:
         self._handle = handle
+        self.folder, self.created = folder, created
 
     @classmethod
     def acquire(cls, out: Path) -> RunLock:
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / cls.NAME, "a+")
         try:
@@ -258,13 +260,16 @@ class RunLock:
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        return cls(handle)
+        return cls(handle, out, created)
 
-    def release(self) -> None:
+    def release(self, *, discard: bool = False) -> None:
+        """Unlock. ``discard``: the run never started (it was refused); remove the folder if taking the lock made it."""
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+            if discard and self.created and [p.name for p in self.folder.iterdir()] == [self.NAME]:
+                shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _clear_run_dir(out: Path) -> None:
@@ -290,6 +295,9 @@ def prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, overwrit
     saved = out / "config.json"
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"--out {out} is a file, not a folder; choose a folder for the run")
+    if resume and not saved.exists():
+        raise CheckpointError(f"--resume: {out} holds no run to resume (no config.json there). Check the path, or "
+                              f"start the run without --resume")
     if saved.exists():
         if overwrite:
             _clear_run_dir(out)

@@ -58,23 +58,30 @@ def device_description(device: torch.device) -> str:
 
 
 class _SigtermFlag:
-    """While active (main thread only), SIGTERM sets ``.set`` instead of killing the process at once."""
+    """While active (main thread only), SIGTERM (pre-emption) and a first SIGINT (Ctrl-C) set ``.set`` and
+    ``.name`` instead of stopping the process at once: the loop finishes the step, writes a checkpoint and
+    stops with a resume hint. A second Ctrl-C interrupts at once, as usual."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.set = False
-        self._previous = None
+        self.name = ""
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _SigtermFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.set = True
+        if self.set and signum == signal.SIGINT:  # asked twice: stop now
+            raise KeyboardInterrupt
+        self.set, self.name = True, signal.Signals(signum).name
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 @dataclass
@@ -116,11 +123,12 @@ class Trainer:
                  train: TrainConfig | None = None, optim: OptimConfig | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, seed: int = 0, out_dir: str | Path | None = None,
                  backbone_lr_scale: float = 1.0, progress: bool = True, resume: bool = False,
-                 max_device_bytes: int = 2 << 30, _emulate_graphs: bool = False) -> None:
+                 echo: bool = False, max_device_bytes: int = 2 << 30, _emulate_graphs: bool = False) -> None:
         from accelerate import PartialState
 
         self.cfg = train or TrainConfig()
         self.optim_cfg = optim or OptimConfig()
+        self.echo = echo  # one line per logged record on standard error (the CLI's --no-progress)
         cpu = self.cfg.device == "cpu" or (self.cfg.device == "auto" and not torch.cuda.is_available())
         if self.cfg.device == "cuda" and not torch.cuda.is_available():
             raise TransferlabError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
@@ -270,7 +278,7 @@ class Trainer:
                 resume_run = prepare_run_dir(self.out_dir, config, resume=resume, overwrite=overwrite,
                                              normalize=normalize)
             except BaseException:
-                self.release_run()
+                self.release_run(discard=True)
                 raise
         self.state.wait_for_everyone()
         if not self.is_main:  # rank 0 decided; a missing checkpoint simply means a fresh start
@@ -278,10 +286,11 @@ class Trainer:
         self.resume = resume_run
         return resume_run
 
-    def release_run(self) -> None:
-        """Let another process write the run folder (the OS also does this when this process ends)."""
+    def release_run(self, discard: bool = False) -> None:
+        """Let another process write the run folder (the OS also does this when this process ends); ``discard``:
+        the run was refused, so a folder made only to hold the lock is removed."""
         if self._lock is not None:
-            self._lock.release()
+            self._lock.release(discard=discard)
             self._lock = None
 
     # --- evaluation ----------------------------------------------------------------------------------
@@ -430,6 +439,8 @@ class Trainer:
         log.write({"step": self.step, "kind": "train", **means, **scalars,
                    "wall_s": round(time.perf_counter() - self._fit_started, 3)})
         bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
+        if self.echo:
+            self._notice(f"step {self.step}/{self.cfg.iterations}  " + "  ".join(f"{k} {v:.4g}" for k, v in means.items()))
 
     def _fit(self, stop_at: int | None, sigterm: _SigtermFlag) -> dict[str, Any]:
         total = self.cfg.iterations
@@ -500,7 +511,7 @@ class Trainer:
             if sigterm.set and not last:
                 bar.close()
                 raise TransferlabError(
-                    f"stopped by SIGTERM at step {self.step}; a checkpoint was written. Continue with the same "
+                    f"stopped by {sigterm.name} at step {self.step}; a checkpoint was written. Continue with the same "
                     f"command plus --resume"
                 )
         bar.close()
