@@ -177,3 +177,38 @@ def test_kl_sparsity_stays_finite_for_saturated_units():
     rho, eps = 0.05, torch.tensor(1e-6)  # ρ̂ clamped to [eps, 1 − eps], in float32 as the loss computes it
     expected = sum(rho * math.log(rho / r) + (1 - rho) * math.log((1 - rho) / (1 - r)) for r in (eps.item(), (1 - eps).item()))
     assert value.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_adversarial_losses_default_to_lambda_one_and_the_randomized_map_to_1024_dimensions():
+    torch.manual_seed(0)
+    disc = torch.nn.Linear(3, 1)
+    loss = DomainAdversarialLoss(lambda h: disc(h).squeeze(1))
+    f_s = torch.randn(4, 3, requires_grad=True)
+    assert MultilinearMap(3, 2, randomized=True).out_features == 1024
+    torch.manual_seed(1)
+    f_t = torch.randn(4, 3)
+    grads = []
+    for args in ((), (1.0,)):
+        f_s.grad = None
+        loss(f_s, f_t, *args)[0].backward()
+        grads.append(f_s.grad.clone())
+    assert torch.allclose(grads[0], grads[1])
+    cdan = ConditionalDomainAdversarialLoss(lambda h: disc(h[:, :3]).squeeze(1), MultilinearMap(3, 2, randomized=False))
+    logits = torch.randn(4, 2)
+    grads = []
+    for args in ((), (1.0,)):
+        f_s.grad = None
+        cdan(logits, f_s, logits, f_t, *args)[0].backward()
+        grads.append(f_s.grad.clone())
+    assert torch.allclose(grads[0], grads[1])
+
+
+def test_cdan_conditions_bf16_features_in_bf16():
+    """Under bf16 autocast the features arrive in bf16: the softmax weights must follow, or T(f, g) fails."""
+    torch.manual_seed(0)
+    multilinear = MultilinearMap(3, 2, randomized=False)
+    disc = torch.nn.Linear(6, 1).to(torch.bfloat16)
+    loss = ConditionalDomainAdversarialLoss(lambda h: disc(h).squeeze(1), multilinear)
+    f = torch.randn(4, 3, dtype=torch.bfloat16)
+    value, _ = loss(torch.randn(4, 2), f, torch.randn(4, 2), f)
+    assert torch.isfinite(value)

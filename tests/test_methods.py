@@ -541,6 +541,15 @@ def test_the_default_method_contract():
     assert scale == 1.0 and len(list(params)) == len(list(make("source_only").parameters()))
 
 
+def test_an_unregistered_method_is_named_after_its_class():
+    from transferlab.methods import Method
+
+    class MyMethod(Method):
+        pass
+
+    assert MyMethod(Encoder(Trunk(), 8), 2).hparams.name == "mymethod"
+
+
 def test_features_split_dict_inputs_at_the_source_batch_size():
     class DictEncoder(nn.Module):
         out_features = 3

@@ -132,7 +132,9 @@ def test_autoencoder_corrupts_only_while_training_and_reconstructs_the_clean_inp
     x = torch.randn(256, 8)
     noisy = method.corrupt(x)
     assert (noisy - x).std().item() == pytest.approx(0.5, rel=0.05)
+    assert [type(m).__name__ for m in method.decoder] == ["Linear", "ReLU", "Linear"]
     assert [m.out_features for m in method.decoder if isinstance(m, torch.nn.Linear)] == [6, 8]
+    assert method.num_classes == 2 and "black" not in method.state_dict()  # not saved: old checkpoints load
     assert method.code[0].out_features == 4
     method.eval()
     seen = []
@@ -145,6 +147,18 @@ def test_autoencoder_corrupts_only_while_training_and_reconstructs_the_clean_inp
     assert torch.equal(seen[0], x) and not torch.equal(seen[1], x)  # eval: clean input; training: corrupted
     assert x_hat.shape == x.shape and code.shape == (256, 4) and bool(((code > 0) & (code < 1)).all())
     assert METHODS.get("autoencoder")(Encoder(MLP(8, hidden=16), 0), 2, input_spec=InputSpec("features", (8,))).corrupt(x) is x
+
+
+def test_masking_noise_on_feature_vectors_writes_zeros():
+    torch.manual_seed(0)
+    method = METHODS.get("denoising_autoencoder")(Encoder(MLP(8, hidden=16), 0), 2,
+                                                  input_spec=InputSpec("features", (8,)), noise_level=0.5)
+    x = torch.full((64, 8), 3.0)
+    corrupted = method.corrupt(x)
+    masked = corrupted != 3.0
+    assert 0.3 < masked.float().mean().item() < 0.7 and bool((corrupted[masked] == 0.0).all())
+    per_sample = masked.float().mean(1)
+    assert bool(((per_sample > 0) & (per_sample < 1)).any())  # entries are dropped, not whole samples
 
 
 def test_autoencoder_loss_is_half_the_squared_error_per_sample_plus_the_weighted_sparsity():

@@ -13,7 +13,7 @@ from ..models.grl import reverse_gradient
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Per-sample Shannon entropy H(softmax(logits)) in nats."""
-    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p = logits.float().log_softmax(1)
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
@@ -95,7 +95,7 @@ class ConditionalDomainAdversarialLoss(nn.Module):
     def forward(self, logits_s: torch.Tensor, f_s: torch.Tensor, logits_t: torch.Tensor, f_t: torch.Tensor,
                 grl_coeff: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         logits = torch.cat([logits_s, logits_t])
-        g = F.softmax(logits.float(), dim=1).detach().to(f_s.dtype)
+        g = logits.float().softmax(1).detach().to(f_s.dtype)
         h = self.multilinear(torch.cat([f_s, f_t]), g)
         d = self.discriminator(reverse_gradient(h, grl_coeff))
         d_s, d_t = d.split([len(f_s), len(f_t)])

@@ -58,9 +58,11 @@ class Autoencoder(Method):
                              persistent=False)
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """x̃: masking noise drops whole pixels of an image (every channel) or single entries of a feature vector."""
         h = self.hparams
         if h.noise == "mask":
-            dropped = torch.rand((x.shape[0], 1, *x.shape[2:]), device=x.device) < h.noise_level
+            shape = (x.shape[0], 1, *x.shape[2:]) if self.input_spec.kind == "image" else x.shape
+            dropped = torch.rand(shape, device=x.device) < h.noise_level
             return torch.where(dropped, self.black.to(x.dtype), x)
         if h.noise == "gaussian":
             return x + h.noise_level * torch.randn_like(x)
