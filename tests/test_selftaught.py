@@ -149,6 +149,17 @@ def test_autoencoder_corrupts_only_while_training_and_reconstructs_the_clean_inp
     assert METHODS.get("autoencoder")(Encoder(MLP(8, hidden=16), 0), 2, input_spec=InputSpec("features", (8,))).corrupt(x) is x
 
 
+def test_masking_noise_drops_whole_pixels_of_rgb_images():
+    from transferlab.models.backbones import LeNet
+
+    torch.manual_seed(0)
+    method = METHODS.get("denoising_autoencoder")(Encoder(LeNet(3, 16), 16), 10, input_spec=_spec(3, 16),
+                                                  noise_level=0.3)
+    corrupted = method.corrupt(torch.full((16, 3, 16, 16), 0.7))
+    masked = corrupted == -1.0
+    assert masked.any() and torch.equal(masked.all(dim=1), masked.any(dim=1))  # every channel of a pixel, or none
+
+
 def test_masking_noise_on_feature_vectors_writes_zeros():
     torch.manual_seed(0)
     method = METHODS.get("denoising_autoencoder")(Encoder(MLP(8, hidden=16), 0), 2,
