@@ -586,7 +586,6 @@ def test_each_method_logs_the_terms_it_optimised(name, stage, keys):
         assert [out["loss_a"].item(), out["discrepancy_c"].item()] == pytest.approx([losses[0], losses[-1]])
     elif stage == 2:
         assert [out["d_loss"].item(), out["g_loss"].item()] == pytest.approx(losses)
-        assert 0.0 <= out["domain_acc"].item() <= 1.0
     else:
         total = out["cls_loss"].item() + (out["transfer_loss"].item() if "transfer_loss" in out else 0.0)
         assert losses == pytest.approx([total])  # trade_off 1
