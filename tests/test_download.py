@@ -330,7 +330,7 @@ def test_convert_usps_svmlight(tmp_path):
 @pytest.mark.parametrize(
     "line, match",
     [("11 1:0\n", "labels outside"), ("0 1:0\n", "labels outside"),
-     ("3 257:0\n", "feature index"), ("3 1:2.5\n", r"\[-1, 1\]"), ("3 1:abc\n", "svmlight")],
+     ("3 257:0\n", "257 features"), ("3 0:0.5\n", "index 0"), ("3 1:2.5\n", r"\[-1, 1\]"), ("3 1:abc\n", "svmlight")],
 )
 def test_convert_usps_rejects_bad_input(tmp_path, line, match):
     path = tmp_path / "bad.bz2"

@@ -638,3 +638,68 @@ def test_discriminator_separates_shifted_domains_but_not_identical_ones(name):
 
     assert final_domain_accuracy(3.0) > 0.7
     assert final_domain_accuracy(0.0) < 0.65
+
+
+# --- configurable discriminator and GRL schedule (issue #14) --------------------------------------
+
+def discriminator_of(method):
+    return method.discriminator if isinstance(method, ADDA) else method.domain_loss.discriminator
+
+
+@pytest.mark.parametrize("name, d_in, batch_norm", [("dann", 8, True), ("cdan", 16, True), ("adda", 8, False)])
+@pytest.mark.parametrize("hidden, widths", [
+    ([], [1]),                # linear discriminator: Linear(in, 1), nothing else
+    ([64, 32], [64, 32, 1]),  # one block per listed width, in order
+    (16, [16, 16, 1]),        # an int is TLlib's two hidden layers of that width
+])
+def test_discriminator_hidden_is_an_int_or_a_list_of_widths(name, d_in, batch_norm, hidden, widths):
+    discriminator = discriminator_of(make(name, discriminator_hidden=hidden))
+    layers = list(discriminator.net)
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == list(zip([d_in, *widths], widths))
+    block = ["Linear", "BatchNorm1d" if batch_norm else "Identity", "ReLU"]
+    assert [type(m).__name__ for m in layers] == block * (len(widths) - 1) + ["Linear"]
+    if hidden == []:
+        assert not any(isinstance(m, nn.BatchNorm1d) for m in discriminator.modules())
+    assert discriminator(torch.randn(5, d_in)).shape == (5,)
+
+
+def test_an_int_discriminator_keeps_the_old_state_dict_keys():
+    """Checkpoints saved before the list form load: an int h is ``[h, h]`` under the same ``net.i`` keys."""
+    from transferlab.models import DomainDiscriminator
+
+    expected = {f"net.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")}
+    expected |= {f"net.{i}.{p}" for i in (1, 4) for p in ("weight", "bias", "running_mean", "running_var",
+                                                            "num_batches_tracked")}
+    assert set(DomainDiscriminator(8, 16).state_dict()) == expected
+    assert DomainDiscriminator(8, [16, 16]).load_state_dict(DomainDiscriminator(8, 16).state_dict())
+
+
+def logged_grl_lambda(method, progress):
+    ctx = RecordingContext(method, lr=0.0)
+    ctx.progress = progress
+    method.update(*domains(), ctx)
+    (label, _, value), = ctx.scalars
+    assert label == "grl_lambda"
+    return value
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
+def test_constant_grl_schedule_holds_lambda_at_grl_max(name):
+    constant = make(name, grl_schedule="constant", grl_max=0.3)
+    assert logged_grl_lambda(constant, 0.0) == pytest.approx(0.3)
+    assert logged_grl_lambda(constant, 0.9) == pytest.approx(0.3)
+    ramp = make(name, grl_schedule="ramp", grl_max=0.3)
+    assert logged_grl_lambda(ramp, 0.0) == 0.0
+    assert logged_grl_lambda(ramp, 0.9) == pytest.approx(0.3 * (2 / (1 + math.exp(-10 * 0.9)) - 1))
+    assert make(name).hparams.grl_schedule == "ramp"
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan", "cdan_e"])
+def test_grl_schedule_and_discriminator_hidden_are_validated(name):
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"method\.grl_schedule: Input should be 'ramp' or 'constant' \(got 'bogus'\)"):
+        make(name, grl_schedule="bogus")
+    with pytest.raises(ConfigError, match=r"method\.discriminator_hidden"):
+        make(name, discriminator_hidden=[64, 0])

@@ -34,6 +34,36 @@ class DomainConfig(_Strict):
     """Keep only this many samples of each class, drawn by the run's seed (few-label transfer)."""
 
 
+class TextConfig(_Strict):
+    """How text is tokenised (datasets of kind ``text``)."""
+
+    tokenizer: str | None = None
+    """A Hugging Face tokenizer: hub name or local folder. ``null``: the ``hf:`` backbone's own tokenizer."""
+    max_length: PositiveInt = 128
+    """Longer sentences are truncated to this many tokens."""
+    cache: bool = True
+    """Keep the token ids of each dataset on disk (``$TRANSFERLAB_CACHE/tokens``), keyed by tokenizer and data."""
+
+
+class AudioConfig(_Strict):
+    """How audio is prepared (datasets of kind ``audio``)."""
+
+    sample_rate: PositiveInt = 16_000
+    """The model's rate; every utterance is resampled to it once, when the data is loaded."""
+    normalize: bool = True
+    """Zero mean, unit variance per utterance (what wav2vec2's feature extractor does)."""
+    max_seconds: PositiveFloat | None = None
+    """Cut longer utterances to this length."""
+
+
+class FeaturesConfig(_Strict):
+    """How feature vectors (dense or sparse) are prepared."""
+
+    normalize: Literal["none", "l1", "zscore"] = "none"
+    """``l1``: each vector divided by its absolute sum; ``zscore``: each feature standardised with its own domain's
+    mean and std (per domain: source, target and test each use their own statistics)."""
+
+
 class DataConfig(_Strict):
     root: str | None = None
     """Data root; default: ``$TRANSFERLAB_DATA`` or ``~/.cache/transferlab/data``."""
@@ -48,6 +78,14 @@ class DataConfig(_Strict):
     channels: Literal[1, 3] = 1
     mean: list[float] = Field(default_factory=lambda: [0.5])
     std: list[PositiveFloat] = Field(default_factory=lambda: [0.5])
+    text: TextConfig = Field(default_factory=TextConfig)
+    """Tokenisation (text datasets only)."""
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    """Sample rate, normalisation and length limit (audio datasets only)."""
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    """Normalisation of feature vectors (feature datasets only)."""
+    bucket_by_length: bool = True
+    """Text and audio: draw batches of similar length (less padding); every sample still comes once per epoch."""
     batch_size: PositiveInt = 128
     """Per domain and per process: each step sees batch_size source + batch_size target samples."""
     eval_batch_size: PositiveInt = 1024
@@ -63,9 +101,25 @@ class MLPConfig(_Strict):
     """Dropout between hidden layers (not after the last)."""
 
 
+class HFConfig(_Strict):
+    """The ``hf:`` backbones (Hugging Face text and audio encoders)."""
+
+    pooling: Literal["cls", "mean"] = "mean"
+    """``cls``: the first position's state; ``mean``: the mean over the attention mask."""
+    from_config: bool = False
+    """Random weights with the checkpoint's architecture (``AutoModel.from_config``) instead of its weights."""
+    freeze_embeddings: bool = False
+    freeze_feature_encoder: bool = False
+    """wav2vec2-style audio models: keep the convolutional waveform encoder fixed."""
+    freeze_layers: NonNegativeInt = 0
+    """Keep the first k transformer layers fixed."""
+
+
 class ModelConfig(_Strict):
     backbone: str = "lenet"
-    """``lenet``, ``dtn``, ``mlp``, ``torchvision:<name>`` or ``timm:<name>``."""
+    """``lenet``, ``dtn``, ``mlp``, ``torchvision:<name>``, ``timm:<name>`` or ``hf:<hub name or local folder>``."""
+    hf: HFConfig = Field(default_factory=HFConfig)
+    """Pooling and freezing of an ``hf:`` backbone (ignored by the others)."""
     mlp: MLPConfig = Field(default_factory=MLPConfig)
     """Widths, activation and dropout of the ``mlp`` backbone (ignored by the others)."""
     pretrained: bool | str = False

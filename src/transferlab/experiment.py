@@ -20,12 +20,13 @@ import torch
 from . import config as schema
 from . import data as tl_data
 from .config import Config, DomainConfig
-from .data import ArrayDataset, FeatureTransform, ImageTransform
+from .data import ArrayDataset
+from .data.modality import feature_dim
 from .data.datasets import labels_per_class, select_classes
 from .engine import Trainer
 from .engine.checkpoint import load_tensors
 from .errors import CheckpointError, ConfigError, DataError, TransferlabError, state_dict_mismatch
-from .methods import METHODS, InputSpec, Method, MethodConfig
+from .methods import METHODS, Method, MethodConfig
 from .methods.base import make_config
 from .models import Encoder, create_backbone
 from .models.layers import freeze_layers, layer_state
@@ -39,6 +40,7 @@ class Experiment:
     target: ArrayDataset | None
     test: ArrayDataset | None
     transform: Any
+    modality: Any = None
 
     def trainer(self, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
                 **engine_options: Any) -> Trainer:
@@ -51,7 +53,7 @@ class Experiment:
             transform=self.transform,
             train=c.train, optim=c.optim, batch_size=batch_size, eval_batch_size=c.data.eval_batch_size,
             seed=c.seed, out_dir=out_dir, backbone_lr_scale=c.model.backbone_lr_scale, progress=progress, resume=resume,
-            **engine_options,
+            bucket=c.data.bucket_by_length, **engine_options,
         )
 
 
@@ -100,12 +102,16 @@ def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> Arr
     return dataset
 
 
-def default_test(target: DomainConfig) -> DomainConfig:
-    """Where a run without ``data.test`` is evaluated: the target dataset's ``test`` split when it has one;
-    otherwise, for sets whose parts are domains (Office-Caltech, Amazon reviews), the target domain itself,
-    the transductive protocol of the DANN and TLlib benchmarks (its labels are used for evaluation only)."""
-    parts = tl_data.DATASETS.get(target.name).parts
-    part = "test" if "test" in parts or target.part not in parts else target.part
+def default_test(target: DomainConfig, root: str | Path | None = None) -> DomainConfig:
+    """Where a run without ``data.test`` is evaluated: the target dataset's ``test`` split when it has one; for parts
+    named ``<domain>_train`` (Amazon reviews, OpeNER languages), that domain's ``<domain>_test``; otherwise, for sets
+    whose parts are domains (Office-Caltech), the target domain itself, the transductive protocol of the DANN and
+    TLlib benchmarks (its labels are used for evaluation only)."""
+    parts = tl_data.lookup(target.name, root).parts
+    if target.part.endswith("_train") and target.part.removesuffix("_train") + "_test" in parts:
+        part = target.part.removesuffix("_train") + "_test"
+    else:
+        part = "test" if "test" in parts or target.part not in parts else target.part
     return DomainConfig(name=target.name, part=part, classes=target.classes)
 
 
@@ -145,26 +151,67 @@ def _check_images(sets: list[ArrayDataset], config: Config) -> int:
     return height
 
 
-def _check_input(encoder, source: ArrayDataset, transform, config: Config) -> None:
+def _check_input(encoder, source, transform, config: Config) -> None:
     """Forward two samples once, so a backbone/input mismatch is reported before training starts."""
-    x = transform(source.x[:2])
+    x = source.batch(torch.arange(min(2, len(source))))
+    x = transform(x) if transform is not None else x
     was_training = encoder.training
     encoder.eval()
     try:
         with torch.no_grad():
             encoder(x)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        shape = {k: tuple(v.shape[1:]) for k, v in x.items()} if isinstance(x, dict) else tuple(x.shape[1:])
         raise DataError(
-            f"backbone '{config.model.backbone}' cannot take input of shape {tuple(x.shape[1:])} "
-            f"(data.channels={config.data.channels}, data.image_size={config.data.image_size}): "
-            f"{str(exc).splitlines()[0]}"
+            f"backbone '{config.model.backbone}' cannot take this data's input {shape} "
+            f"({_input_settings(config, source)}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
     finally:
         encoder.train(was_training)
 
 
+def _input_settings(config: Config, source) -> str:
+    kind = getattr(source, "kind", "image" if isinstance(source, ArrayDataset) and source.x.dim() >= 3 else "features")
+    if kind == "text":
+        return f"text tokenised by {config.data.text.tokenizer or config.model.backbone}"
+    if kind == "audio":
+        return f"audio at {config.data.audio.sample_rate} Hz"
+    if kind == "features":
+        return "feature vectors"
+    return f"data.channels={config.data.channels}, data.image_size={config.data.image_size}"
+
+
+def make_modality(config: Config, kind: str, sets: list) -> tl_data.Modality:
+    """The data section's settings for ``kind`` as a :class:`~transferlab.data.modality.Modality`."""
+    c = config
+    if kind == "features":
+        dims = {f"{d.name}/{d.part}": feature_dim(d) for d in sets}
+        if len(set(dims.values())) > 1:
+            raise DataError(f"feature dimensions differ: {dims}")
+        return tl_data.Features(c.data.features.normalize)
+    if kind == "text":
+        name = c.data.text.tokenizer
+        if name is None:
+            if not c.model.backbone.startswith("hf:"):
+                raise ConfigError(f"text data needs a tokenizer: set data.text.tokenizer, or use an hf: backbone "
+                                  f"(model.backbone: hf:<name or folder>) whose tokenizer is used; model.backbone is "
+                                  f"'{c.model.backbone}'")
+            name = c.model.backbone.split(":", 1)[1]
+        return tl_data.Text(tl_data.load_tokenizer(name), c.data.text.max_length, c.data.text.cache)
+    if kind == "audio":
+        return tl_data.Audio(c.data.audio.sample_rate, c.data.audio.normalize, c.data.audio.max_seconds)
+    size = _check_images(sets, c)
+    channels = c.data.channels
+    for key in ("mean", "std"):
+        values = getattr(c.data, key)
+        if len(values) not in (1, channels):
+            raise ConfigError(f"data.{key} has {len(values)} values; give 1 or data.channels={channels}")
+    expand = lambda v: tuple(v) * (channels if len(v) == 1 else 1)  # noqa: E731
+    return tl_data.Image(channels, size, expand(c.data.mean), expand(c.data.std))
+
+
 def build(config: Config, data_root: str | Path | None = None) -> Experiment:
-    """Load the datasets and build the transform, encoder and method for ``config``."""
+    """Load the datasets, prepare them for their kind (:func:`make_modality`) and build the encoder and method."""
     c = config
     root = data_root or c.data.root
     method_cfg = method_config(c)
@@ -173,7 +220,7 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     target = load_domain(c.data.target, root, c.seed) if c.data.target is not None else None
     if "target" in method_cls.inputs and target is None:
         raise ConfigError(f"method {method_cfg.name} adapts to a target domain: set data.target")
-    test_cfg = c.data.test or (default_test(c.data.target) if c.data.target is not None else None)
+    test_cfg = c.data.test or (default_test(c.data.target, root) if c.data.target is not None else None)
     test = load_domain(test_cfg, root, c.seed) if test_cfg is not None else None
     for role, dataset in (("target", target), ("test", test)):
         if dataset is not None and len(dataset) == 0:
@@ -185,37 +232,30 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
             + "; training and evaluation need one label space"
         )
     num_classes = labelled[0].num_classes if labelled else source.num_classes
-    sets = [d for d in (source, target, test) if d is not None]
-    kind = tl_data.DATASETS.get(source.name).kind
+    kinds = {f"{d.name}/{d.part}": tl_data.lookup(d.name, root).kind for d in (source, target, test) if d is not None}
+    if len(set(kinds.values())) > 1:
+        raise DataError(f"the sets are of different kinds ({kinds}); one model takes one kind of input")
+    kind = next(iter(kinds.values()))
+    modality = make_modality(c, kind, [d for d in (source, target, test) if d is not None])
+    source, target, test = (modality.prepare(d) if d is not None else None for d in (source, target, test))
+    spec = modality.input_spec(source)
     torch.manual_seed(c.seed)  # identical initial weights on every rank
-    if kind == "features":
-        dims = {d.name: d.x.shape[1] for d in sets}
-        if len(set(dims.values())) > 1:
-            raise DataError(f"feature dimensions differ: {dims}")
-        transform = FeatureTransform()
-        backbone = create_backbone(c.model.backbone, in_features=int(source.x.shape[1]), pretrained=c.model.pretrained,
-                                   mlp=c.model.mlp.model_dump())
-        spec = InputSpec("features", (int(source.x.shape[1]),))
-    else:
-        size = _check_images(sets, c)
-        channels = c.data.channels
-        for key in ("mean", "std"):
-            values = getattr(c.data, key)
-            if len(values) not in (1, channels):
-                raise ConfigError(f"data.{key} has {len(values)} values; give 1 or data.channels={channels}")
-        expand = lambda v: tuple(v) * (channels if len(v) == 1 else 1)  # noqa: E731
-        transform = ImageTransform(channels, size, expand(c.data.mean), expand(c.data.std))
-        backbone = create_backbone(c.model.backbone, in_channels=channels, image_size=size, pretrained=c.model.pretrained)
-        spec = InputSpec("image", (channels, size, size), expand(c.data.mean), expand(c.data.std))
+    if kind in ("text", "audio") and not c.model.backbone.startswith("hf:"):
+        raise ConfigError(f"{kind} data needs a sequence encoder: set model.backbone: hf:<hub name or local folder> "
+                          f"(model.backbone is '{c.model.backbone}')")
+    backbone = create_backbone(
+        c.model.backbone, in_channels=c.data.channels, image_size=spec.shape[-1] if kind == "image" else 224,
+        in_features=spec.shape[0] if kind == "features" else None, pretrained=c.model.pretrained,
+        mlp=c.model.mlp.model_dump(), hf=c.model.hf.model_dump())
     encoder = Encoder(backbone, c.model.bottleneck_dim)
     if c.model.encoder_init is not None:
         load_encoder_weights(encoder, c.model.encoder_init, c.model.init_layers)
     elif c.model.init_layers is not None:
         raise ConfigError("model.init_layers copies layers from model.encoder_init; set that too")
     freeze_layers(encoder, c.model.freeze_layers)
-    _check_input(encoder, source, transform, c)
+    _check_input(encoder, source, modality.transform, c)
     method = method_cls(encoder, num_classes, input_spec=spec, **method_cfg.model_dump(exclude={"name"}))
-    return Experiment(c, method, source, target, test, transform)
+    return Experiment(c, method, source, target, test, modality.transform, modality)
 
 
 def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path | None = None, resume: bool = False,

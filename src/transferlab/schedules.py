@@ -38,6 +38,15 @@ class GaninSchedule(Schedule):
         return self.hi * (2.0 / (1.0 + math.exp(-self.gamma * progress)) - 1.0)
 
 
+def grl_schedule(kind: str, gamma: float = 10.0, hi: float = 1.0) -> Schedule:
+    """The gradient-reversal λ(p): ``ramp`` is :class:`GaninSchedule` (γ, hi); ``constant`` is ``hi`` at every step."""
+    if kind == "ramp":
+        return GaninSchedule(gamma, hi)
+    if kind == "constant":
+        return Constant(hi)
+    raise ValueError(f"unknown GRL schedule {kind!r}; use 'ramp' or 'constant'")
+
+
 @dataclass(frozen=True)
 class InverseDecay(Schedule):
     """Learning-rate factor (1 + γ p)^−power (Ganin & Lempitsky 2015: γ = 10, power = 0.75).

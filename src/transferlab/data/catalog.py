@@ -1,7 +1,8 @@
 """The datasets transferlab knows, in the prepared layout of docs/data.md.
 
-Image/feature sets load with :func:`transferlab.data.load`; the speech and text sets are listed
-here so ``transferlab datasets list`` shows them, and get their loaders with their scenarios.
+Every set loads with :func:`transferlab.data.load` by name: images and dense features from ``<part>.npz``, the
+Amazon reviews as sparse svmlight, OpeNER as TSV text (a part is ``<language>_<split>``), speech as
+concatenated-utterance npz files.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from .datasets import DatasetInfo, register
 from .embedded import embedded_digits, embedded_digits_m
 
 OFFICE = ("amazon", "caltech", "dslr", "webcam")
+AMAZON = ("books", "dvd", "electronics", "kitchen")
+OPENER = ("en", "es", "ca", "eu")
 
 for info in (
     DatasetInfo("digits", "image", 10, ("train", "test"),
@@ -29,10 +32,17 @@ for info in (
                 "Office-Caltech10 GoogLeNet features, 1024-d"),
     DatasetInfo("pneumoniamnist", "image", 2, ("train", "val", "test"), "PneumoniaMNIST chest X-ray, 28x28 grey"),
     DatasetInfo("brain_tumor_mri", "image", 2, ("all_64", "all_128"), "brain MRI tumour yes/no, 64/128 px grey"),
-    DatasetInfo("amazon_reviews", "text", 2, ("books", "dvd", "electronics", "kitchen"),
-                "Amazon review sentiment, 5000-d bag of words (svmlight)"),
-    DatasetInfo("opener_sentiment", "text", 5, ("en", "es", "ca", "eu"), "OpeNER sentence sentiment, 4 languages (TSV)"),
-    DatasetInfo("fsdd", "audio", 10, ("train", "test"), "Free Spoken Digit Dataset, 8 kHz speech"),
-    DatasetInfo("speechocean762", "audio", 2, ("test",), "speechocean762 child/adult read speech, 16 kHz"),
+    DatasetInfo("amazon_reviews", "features", 2, tuple(f"{d}_{s}" for d in AMAZON for s in ("train", "test")),
+                "Amazon review sentiment, 4 domains, 5000-d sparse bag of words (svmlight, kept sparse)",
+                format="svmlight", options={"n_features": 5000, "zero_based": True, "label_values": [-1, 1]},
+                classes=("negative", "positive")),
+    DatasetInfo("opener_sentiment", "text", 5, tuple(f"{lang}_{s}" for lang in OPENER for s in ("train", "dev", "test")),
+                "OpeNER sentence sentiment, 4 languages (TSV); 0 strong neg, 1 neg, 2 pos, 3 strong pos, 4 mixed",
+                format="tsv", classes=("strong_negative", "negative", "positive", "strong_positive", "mixed")),
+    DatasetInfo("fsdd", "audio", 10, ("train", "test"), "Free Spoken Digit Dataset, 8 kHz speech, 6 speakers",
+                format="audio"),
+    DatasetInfo("speechocean762", "audio", 2, ("test",), "speechocean762 read speech with transcripts, 16 kHz; "
+                "label: child (1) vs adult (0)", format="audio", options={"label_key": "is_child"},
+                classes=("adult", "child")),
 ):
     register(info)

@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +27,10 @@ from .root import ENV_VAR, data_root
 class DatasetInfo:
     """What the library knows about a dataset before loading it.
 
-    ``kind`` tells which loader applies: ``image`` and ``features`` sets are ``<part>.npz`` files
-    with ``x``/``y``; ``audio`` and ``text`` sets keep the formats described in docs/data.md.
+    ``kind`` is what the data is (``image``, ``features``, ``text``, ``audio``); ``format`` how a part is stored
+    (docs/data.md): ``npz`` (``x``/``y`` arrays), ``svmlight`` (sparse features), ``tsv`` (text) or ``audio``
+    (concatenated utterances in an npz). ``options`` are the format's settings (``n_features``/``zero_based`` of
+    svmlight files, ``label_values`` when labels are stored as other values, ``label_key`` of audio sets).
     ``embedded`` builds the data in memory (no files), ``downloadable`` says whether
     ``transferlab datasets download NAME`` can fetch it.
     """
@@ -39,15 +42,29 @@ class DatasetInfo:
     description: str
     embedded: Callable[[str], dict[str, np.ndarray]] | None = None
     downloadable: bool = False
+    format: str = "npz"
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
+    classes: tuple[str, ...] | None = None
+    """Class names (index k = label k); ``npz`` parts may also store their own ``classes`` array."""
 
     def path(self, root: str | Path | None = None) -> Path:
         return data_root(root) / self.name
+
+    def file(self, part: str, root: str | Path | None = None) -> Path:
+        return self.path(root) / f"{part}{SUFFIXES[self.format]}"
 
     def present_parts(self, root: str | Path | None = None) -> list[str]:
         if self.embedded is not None:
             return list(self.parts)
         folder = self.path(root)
-        return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+        suffix = SUFFIXES[self.format]
+        return sorted(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}")) if folder.is_dir() else []
+
+
+SUFFIXES = {"npz": ".npz", "audio": ".npz", "tsv": ".tsv", "svmlight": ".svmlight.gz"}
+MANIFEST = "dataset.json"
+"""A folder under the data root with this file is a dataset known by its folder name (what ``transferlab datasets
+import`` writes): ``{"kind", "format", "num_classes", "parts", "classes", "description", "options"}``."""
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -55,6 +72,50 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 def register(info: DatasetInfo) -> DatasetInfo:
     return DATASETS.add(info.name, info)
+
+
+def read_manifest(folder: Path) -> DatasetInfo:
+    """The :class:`DatasetInfo` a user dataset's ``dataset.json`` describes (a bad one -> DataError saying why)."""
+    import json
+
+    path = folder / MANIFEST
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        kind, fmt = str(meta["kind"]), str(meta.get("format", "npz"))
+        parts = tuple(str(p) for p in meta["parts"])
+        classes = tuple(str(c) for c in meta["classes"]) if meta.get("classes") else None
+        num_classes = int(meta.get("num_classes", len(classes or ())))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a valid dataset manifest ({type(exc).__name__}: {exc}); it needs kind, "
+                        f"parts and num_classes or classes. Import the data again with `transferlab datasets "
+                        f"import`") from None
+    if kind not in ("image", "features", "text", "audio") or fmt not in SUFFIXES or num_classes < 1 or not parts:
+        raise DataError(f"{path}: kind {kind!r} / format {fmt!r} / num_classes {num_classes} / parts {parts} is not a "
+                        f"valid combination (kinds: image, features, text, audio; formats: {', '.join(SUFFIXES)})")
+    return DatasetInfo(folder.name, kind, num_classes, parts, str(meta.get("description", "")), format=fmt,
+                       options=dict(meta.get("options", {})), classes=classes)
+
+
+def lookup(name: str, root: str | Path | None = None) -> DatasetInfo:
+    """A dataset by name: a registered one, or a folder ``<data root>/<name>`` with a ``dataset.json``."""
+    if name in DATASETS:
+        return DATASETS.get(name)
+    folder = data_root(root) / name
+    if (folder / MANIFEST).is_file():
+        return read_manifest(folder)
+    return DATASETS.get(name)  # the registry's error: unknown name, closest match, valid names
+
+
+def discover(root: str | Path | None = None) -> list[DatasetInfo]:
+    """The user datasets (folders with a ``dataset.json``) under the data root that are not registered."""
+    base = data_root(root)
+    if not base.is_dir():
+        return []
+    found = []
+    for manifest in sorted(base.glob(f"*/{MANIFEST}")):
+        if manifest.parent.name not in DATASETS:
+            found.append(read_manifest(manifest.parent))
+    return found
 
 
 def register_embedded(name: str, make: Callable[[str], dict[str, np.ndarray]], *, num_classes: int,
@@ -96,12 +157,21 @@ class ArrayDataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """The stored rows ``index`` (a transform makes them model input)."""
+        return self.x[index]
+
     def subset(self, index: torch.Tensor | np.ndarray) -> ArrayDataset:
         index = torch.as_tensor(index, dtype=torch.long)
+        n = len(self)
+        extras = {k: v[index.numpy()] for k, v in self.extras.items() if getattr(v, "ndim", 0) >= 1 and len(v) == n}
         return ArrayDataset(
             self.x[index], None if self.y is None else self.y[index], self.name, self.part,
-            self.num_classes, self.classes,
+            self.num_classes, self.classes, extras,
         )
+
+    def with_labels(self, y: torch.Tensor | None, num_classes: int, classes: list[str] | None) -> ArrayDataset:
+        return replace(self, y=y, num_classes=num_classes, classes=classes)
 
 
 def select_classes(dataset: ArrayDataset, classes: list[int]) -> ArrayDataset:
@@ -116,7 +186,8 @@ def select_classes(dataset: ArrayDataset, classes: list[int]) -> ArrayDataset:
     mapping[torch.tensor(classes)] = torch.arange(len(classes))
     keep = torch.nonzero(mapping[dataset.y] >= 0).squeeze(1)
     names = [dataset.classes[c] for c in classes] if dataset.classes else [str(c) for c in classes]
-    return ArrayDataset(dataset.x[keep], mapping[dataset.y[keep]], dataset.name, dataset.part, len(classes), names)
+    kept = dataset.subset(keep)
+    return kept.with_labels(mapping[kept.y], len(classes), names)
 
 
 def labels_per_class(dataset: ArrayDataset, k: int, seed: int) -> ArrayDataset:
@@ -135,14 +206,14 @@ def labels_per_class(dataset: ArrayDataset, k: int, seed: int) -> ArrayDataset:
     return dataset.subset(torch.sort(torch.cat(chosen)).values)
 
 
-def _missing_message(info: DatasetInfo, path: Path, root: Path) -> str:
+def _missing_message(info: DatasetInfo, path: Path, root: Path, part: str) -> str:
     hint = (
         f"run `transferlab datasets download {info.name} --data-root {root}`"
         if info.downloadable
         else "place the prepared files there (see docs/data.md for the layout)"
     )
     return (
-        f"dataset '{info.name}' part '{path.stem}' not found: {path} does not exist. "
+        f"dataset '{info.name}' part '{part}' not found: {path} does not exist. "
         f"The data root is {root} (set it with --data-root or ${ENV_VAR}); {hint}."
     )
 
@@ -173,21 +244,31 @@ def _check_arrays(where: str, kind: str, x: np.ndarray, y: np.ndarray) -> None:
         raise DataError(f"{where}: x has shape {x.shape}; images are grey (N, H, W) or RGB (N, H, W, 3)")
 
 
-def load(name: str, part: str, root: str | Path | None = None) -> ArrayDataset:
-    """Load one part (split or domain) of a registered dataset as an :class:`ArrayDataset`."""
-    info = DATASETS.get(name)
-    if info.kind not in ("image", "features"):
-        raise DataError(f"dataset '{name}' is {info.kind} data; load it with the {info.kind} loaders")
+def load(name: str, part: str, root: str | Path | None = None):
+    """Load one part (split or domain) of a dataset: an :class:`ArrayDataset` for images and dense features, a
+    :class:`~transferlab.data.samples.SparseDataset` for svmlight features, a
+    :class:`~transferlab.data.samples.TextDataset` for text, a :class:`~transferlab.data.samples.SequenceDataset`
+    for audio."""
+    from . import readers
+
+    info = lookup(name, root)
     if part not in info.parts:
         raise DataError(f"dataset '{name}' has no part '{part}'. Its parts are: {', '.join(info.parts)}")
+    classes = list(info.classes) if info.classes else None
     if info.embedded is not None:
         arrays = info.embedded(part)
     else:
         resolved = data_root(root)
-        path = resolved / name / f"{part}.npz"
+        path = info.file(part, root)
         if not path.is_file():
-            raise DataError(_missing_message(info, path, resolved))
+            raise DataError(_missing_message(info, path, resolved, part))
+        if info.format == "svmlight":
+            return readers.read_svmlight_part(path, name, part, info.num_classes, info.options, classes)
+        if info.format == "tsv":
+            return readers.read_text_tsv(path, name, part, info.num_classes, classes, info.options.get("language"))
         arrays = read_npz(path)
+        if info.format == "audio":
+            return readers.read_audio_npz(arrays, str(path), name, part, info.num_classes, info.options, classes)
         if "x" not in arrays or "y" not in arrays:
             raise DataError(f"{path} must hold arrays 'x' and 'y'; it has {sorted(arrays)}")
     x, y = arrays.pop("x"), arrays.pop("y")
@@ -199,5 +280,5 @@ def load(name: str, part: str, root: str | Path | None = None) -> ArrayDataset:
         raise DataError(
             f"{name}/{part}: labels must lie in 0..{info.num_classes - 1}; found {y.min()}..{y.max()}"
         )
-    classes = [str(c) for c in arrays.pop("classes")] if "classes" in arrays else None
+    classes = [str(c) for c in arrays.pop("classes")] if "classes" in arrays else classes
     return ArrayDataset(torch.from_numpy(x), torch.from_numpy(y), name, part, info.num_classes, classes, arrays)

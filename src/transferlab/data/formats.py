@@ -97,38 +97,21 @@ def convert_mnist_idx(images_path: Path, labels_path: Path) -> dict[str, np.ndar
 # --------------------------------------------------------------------------------------------
 
 
-def read_svmlight(path: Path, n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """Parse a (optionally bz2-compressed) svmlight file with 1-based feature indices.
+def read_svmlight(path: Path, n_features: int, zero_based: bool | str = False):
+    """Read an svmlight/LIBSVM file (plain, ``.gz`` or ``.bz2``) as a SciPy CSR matrix ``(N, n_features)`` and
+    float labels ``(N,)``, with scikit-learn's compiled parser. ``zero_based``: whether feature indices start at
+    0 (the Amazon reviews), at 1 (``False``, LIBSVM's convention, USPS), or ``"auto"`` (0-based if any index is 0).
+    A malformed file, an index out of range or an unreadable archive -> :class:`DataError`."""
+    from sklearn.datasets import load_svmlight_file
 
-    Returns dense float64 features (N, n_features), missing features 0, and float labels (N,).
-    """
     path = Path(path)
-    opener = bz2.open if path.suffix == ".bz2" else open
-    rows: list[np.ndarray] = []
-    labels: list[float] = []
     try:
-        with opener(path, "rt", encoding="ascii") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.split("#", 1)[0].strip()
-                if not line:
-                    continue
-                tokens = line.split()
-                row = np.zeros(n_features, dtype=np.float64)
-                try:
-                    labels.append(float(tokens[0]))
-                    for token in tokens[1:]:
-                        index, value = token.split(":", 1)
-                        i = int(index)
-                        if not 1 <= i <= n_features:
-                            raise ValueError(f"feature index {i} outside 1..{n_features}")
-                        row[i - 1] = float(value)
-                except ValueError as exc:
-                    raise DataError(f"{path}, line {lineno}: not svmlight ({exc})") from exc
-                rows.append(row)
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read svmlight file {path}: {exc}") from exc
-    x = np.stack(rows) if rows else np.zeros((0, n_features))
-    return x, np.asarray(labels, dtype=np.float64)
+        x, y = load_svmlight_file(str(path), n_features=n_features, zero_based=zero_based, dtype=np.float32)
+    except (ValueError, OSError, EOFError, UnicodeDecodeError, RuntimeError) as exc:
+        base = "0" if zero_based is True else "1" if zero_based is False else "0 or 1"
+        raise DataError(f"cannot read svmlight file {path}: {exc}. Expected lines 'label index:value ...' with "
+                        f"feature indices from {base} up to {n_features} features") from None
+    return x.tocsr(), np.asarray(y, dtype=np.float64)
 
 
 def convert_usps_svmlight(path: Path) -> dict[str, np.ndarray]:
@@ -137,6 +120,7 @@ def convert_usps_svmlight(path: Path) -> dict[str, np.ndarray]:
     Upstream labels are 1..10 (digit + 1) and features lie in [-1, 1]; x = (v + 1) / 2.
     """
     values, labels = read_svmlight(path, 256)
+    values = values.toarray().astype(np.float64)
     if labels.size and not np.array_equal(labels, np.round(labels)):
         raise DataError(f"{path}: USPS labels must be integers 1..10")
     y = labels.astype(np.int64) - 1

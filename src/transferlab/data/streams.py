@@ -4,40 +4,23 @@ Source and target are drawn as two independent infinite streams, so neither doma
 decides when training ends (the engine counts iterations). A :class:`TensorStream` keeps its
 dataset resident on the training device and shuffles by epochs: epoch ``e`` visits a permutation
 drawn from a generator seeded with ``(seed, e)``, so the stream's whole state is two integers and a
-resumed run draws exactly the batches an uninterrupted one would.
+resumed run draws exactly the batches an uninterrupted one would. Data that is not one fixed-shape tensor
+(sparse features, token ids, audio) goes through a :class:`SampleStream` with the same guarantees, which
+gathers and pads each batch on the host and may bucket samples of similar length into one batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..errors import DataError
+from .batch import Batch, concat_inputs, to_device  # noqa: F401  (Batch and concat_inputs are re-exported)
 from .datasets import ArrayDataset
 
 Transform = Callable[[torch.Tensor], Any]
-
-
-@dataclass
-class Batch:
-    """One domain's mini-batch. ``x`` is whatever the model takes (image tensor, token dict, audio);
-    ``y`` holds int64 labels, or ``None`` for unlabelled data."""
-
-    x: Any
-    y: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.y) if self.y is not None else len(next(iter(self.x.values())) if isinstance(self.x, dict) else self.x)
-
-
-def concat_inputs(a: Any, b: Any) -> Any:
-    """Concatenate two model inputs along the batch dimension (tensors or dicts of tensors)."""
-    if isinstance(a, dict):
-        return {key: torch.cat([a[key], b[key]]) for key in a}
-    return torch.cat([a, b])
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -178,12 +161,87 @@ class _Pairs(torch.utils.data.Dataset):
         return self.x[index], self.y[index]
 
 
-def make_stream(dataset: ArrayDataset, batch_size: int, *, seed: int, device: torch.device | str = "cpu",
+def bucketed_batches(lengths: torch.Tensor, batch_size: int, seed: int, epoch: int,
+                     window: int = 50) -> list[torch.Tensor]:
+    """One epoch of length-bucketed batches: the epoch's permutation is cut into windows of ``window`` batches,
+    each window is sorted by length and cut into batches (so a batch holds samples of similar length and needs
+    little padding), and the batch order is shuffled. Every sample is in at most one batch; with ``drop_last``
+    only the ``len % batch_size`` samples of the last window that fill no batch are left out, as without buckets.
+    Fixed by ``(seed, epoch)``."""
+    order = epoch_permutation(len(lengths), seed, epoch)
+    usable = (len(order) // batch_size) * batch_size
+    batches = []
+    span = batch_size * window
+    for start in range(0, len(order), span):
+        chunk = order[start:start + span]
+        chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    full = [b for b in batches if len(b) == batch_size][: usable // batch_size]
+    shuffle = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7))
+    return [full[i] for i in shuffle.tolist()]
+
+
+class SampleStream:
+    """Endless shuffled mini-batches of a dataset that is not one dense tensor: ``dataset.batch(index)`` gathers
+    (and pads) the rows of each batch on the host, which then go to ``device``. Sparse features become dense
+    here, for one batch at a time.
+
+    Epoch ``e``'s order is fixed by ``(seed, e)`` (:func:`epoch_permutation`, or :func:`bucketed_batches` with
+    ``bucket=True`` and a dataset with ``lengths``), so the state is ``(epoch, position)`` and a resumed stream
+    draws exactly the batches an uninterrupted one draws."""
+
+    def __init__(self, dataset, batch_size: int, *, seed: int, device: torch.device | str = "cpu",
+                 transform: Transform | None = None, labelled: bool = True, bucket: bool = False) -> None:
+        if len(dataset) == 0:
+            raise DataError(f"{dataset.name}/{dataset.part} is empty: a training stream needs at least one batch")
+        if batch_size > len(dataset):
+            raise DataError(f"{dataset.name}/{dataset.part} has {len(dataset)} samples, fewer than the batch size "
+                            f"{batch_size}; lower data.batch_size")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.device = torch.device(device)
+        self.transform, self.labelled = transform, labelled and dataset.y is not None
+        self.bucket = bucket and getattr(dataset, "lengths", None) is not None
+        self.batches_per_epoch = len(dataset) // batch_size
+        self.epoch, self.position = 0, 0
+        self._batches = self._epoch_batches(0)
+
+    def _epoch_batches(self, epoch: int) -> list[torch.Tensor]:
+        if self.bucket:
+            return bucketed_batches(self.dataset.lengths, self.batch_size, self.seed, epoch)
+        order = epoch_permutation(len(self.dataset), self.seed, epoch)
+        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.batches_per_epoch)]
+
+    def __iter__(self) -> SampleStream:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position == len(self._batches):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._batches = self._epoch_batches(self.epoch)
+        index = self._batches[self.position]
+        self.position += 1
+        x = to_device(self.dataset.batch(index), self.device)
+        y = self.dataset.y[index].to(self.device, non_blocking=True) if self.labelled else None
+        return Batch(self.transform(x) if self.transform else x, y)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
+        self._batches = self._epoch_batches(self.epoch)
+
+
+def make_stream(dataset, batch_size: int, *, seed: int, device: torch.device | str = "cpu",
                 transform: Transform | None = None, labelled: bool = True, max_device_bytes: int = 2 << 30,
-                num_workers: int = 2, max_pretransform_bytes: int = 512 << 20):
-    """A :class:`TensorStream` when the set fits ``max_device_bytes`` (all digit sets do), else a
-    :class:`LoaderStream`. A deterministic transform is applied ahead, once, when its output fits
+                num_workers: int = 2, max_pretransform_bytes: int = 512 << 20, bucket: bool = False):
+    """A :class:`TensorStream` when the set is one dense tensor that fits ``max_device_bytes`` (all digit sets do),
+    a :class:`LoaderStream` when it is larger, and a :class:`SampleStream` for sparse, text and audio sets
+    (``bucket``: batches of similar length). A deterministic transform is applied ahead, once, when its output fits
     ``max_pretransform_bytes`` (MNIST as 28x28 float: 188 MB; as 32x32 RGB it would be 737 MB, so it is not)."""
+    if not isinstance(dataset, ArrayDataset):
+        return SampleStream(dataset, batch_size, seed=seed, device=device, transform=transform, labelled=labelled,
+                            bucket=bucket)
     size = dataset.x.element_size() * dataset.x.nelement()
     if size <= max_device_bytes:
         pretransform = False
@@ -196,13 +254,17 @@ def make_stream(dataset: ArrayDataset, batch_size: int, *, seed: int, device: to
                         num_workers=num_workers)
 
 
-def iterate_batches(dataset: ArrayDataset, batch_size: int, *, device: torch.device | str = "cpu",
-                    transform: Transform | None = None, shard: tuple[int, int] = (0, 1)):
-    """Ordered, finite pass over ``dataset`` for evaluation; ``shard=(rank, world)`` splits it across ranks."""
+def iterate_batches(dataset, batch_size: int, *, device: torch.device | str = "cpu",
+                    transform: Transform | None = None, shard: tuple[int, int] = (0, 1), sort_by_length: bool = False):
+    """Ordered, finite pass over ``dataset`` for evaluation; ``shard=(rank, world)`` splits it across ranks. Sets of
+    variable-length samples may be visited shortest first (``sort_by_length``: less padding; the order changes no sum)."""
     rank, world = shard
     index = torch.arange(rank, len(dataset), world)
+    lengths = getattr(dataset, "lengths", None)
+    if sort_by_length and lengths is not None and not isinstance(dataset, ArrayDataset):
+        index = index[torch.sort(lengths[index], stable=True).indices]
     for start in range(0, len(index), batch_size):
         rows = index[start : start + batch_size]
-        x = dataset.x[rows].to(device, non_blocking=True)
+        x = to_device(dataset.batch(rows), device)
         y = None if dataset.y is None else dataset.y[rows].to(device, non_blocking=True)
         yield Batch(transform(x) if transform else x, y)

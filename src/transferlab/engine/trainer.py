@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import OptimConfig, TrainConfig
 from ..data.datasets import ArrayDataset
-from ..data.streams import iterate_batches, make_stream
+from ..data.streams import SampleStream, iterate_batches, make_stream
 from ..errors import CheckpointError, TransferlabError, state_dict_mismatch
 from ..methods.base import Method
 from ..schedules import Schedule
@@ -123,7 +123,8 @@ class Trainer:
                  train: TrainConfig | None = None, optim: OptimConfig | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, seed: int = 0, out_dir: str | Path | None = None,
                  backbone_lr_scale: float = 1.0, progress: bool = True, resume: bool = False,
-                 echo: bool = False, max_device_bytes: int = 2 << 30, _emulate_graphs: bool = False) -> None:
+                 echo: bool = False, max_device_bytes: int = 2 << 30, bucket: bool = True,
+                 _emulate_graphs: bool = False) -> None:
         from accelerate import PartialState
 
         self.cfg = train or TrainConfig()
@@ -170,7 +171,7 @@ class Trainer:
         self.streams = {
             name: make_stream(sets[name], batch_size, seed=seed * 2 + (name == "target") + 1000 * self.rank,
                               device=self.device, transform=transform, labelled=labelled,
-                              max_device_bytes=max_device_bytes)
+                              max_device_bytes=max_device_bytes, bucket=bucket)
             for name, labelled in method.inputs.items()
         }
         backbone_params = {id(p) for name, m in method.named_modules() if name.split(".")[-1] == "backbone"
@@ -236,6 +237,11 @@ class Trainer:
         if self.device.type != "cuda" and not emulate:
             warnings.warn("train.cuda_graph is ignored on CPU: training runs eagerly", stacklevel=3)
             return
+        variable = [n for n, stream in self.streams.items() if isinstance(stream, SampleStream)]
+        if variable:
+            raise TransferlabError(f"train.cuda_graph replays one recorded step, which needs batches of one fixed shape; "
+                                   f"the {' and '.join(variable)} data is sparse, text or audio, whose batches change "
+                                   f"shape. Set train.cuda_graph: false")
         if not self.method.graph_capturable:
             raise TransferlabError(f"{self.method.hparams.name}'s update cannot be captured as one CUDA graph "
                                    f"({self.method.graph_capturable_why or 'it decides on the host per step'}); "
@@ -305,7 +311,7 @@ class Trainer:
             correct = torch.zeros((), dtype=torch.long, device=self.device)
             count = torch.zeros((), dtype=torch.long, device=self.device)
             for batch in iterate_batches(dataset, self.eval_batch_size, device=self.device, transform=self.transform,
-                                         shard=(self.rank, self.world)):
+                                         shard=(self.rank, self.world), sort_by_length=True):
                 with self._autocast():
                     logits = self.method.predict(batch.x)
                 correct += (logits.argmax(dim=1) == batch.y).sum()

@@ -31,7 +31,9 @@ class ADDA(Method):
     class Config(MethodConfig):
         pretrain_fraction: float = Field(0.5, gt=0.0, lt=1.0)
         """Fraction of the iterations spent on stage 1 (source pre-training)."""
-        discriminator_hidden: PositiveInt = 500
+        discriminator_hidden: PositiveInt | list[PositiveInt] = 500
+        """Discriminator hidden widths (no BatchNorm): an int h is the paper's in -> h -> h -> 1 (h = 500);
+        a list gives one layer per width, ``[]`` a linear discriminator."""
         adversarial_optimizer: Literal["sgd", "adam", "adamw"] = "adam"
         adversarial_lr: PositiveFloat = 2e-4
         adversarial_betas: tuple[float, float] = (0.5, 0.999)

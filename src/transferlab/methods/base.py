@@ -21,7 +21,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from ..data.streams import concat_inputs
+from ..data.batch import batch_size_of, concat_inputs
+from ..data.modality import InputSpec  # noqa: F401  (re-exported: methods take an input_spec)
 from ..errors import ConfigError, TransferlabError
 from ..registry import Registry
 from ..schedules import Schedule
@@ -65,18 +66,6 @@ class StepContext(Protocol):
         """``tensor`` from every process, concatenated along dim 0 (rank order), with gradients flowing
         back to each process's own part; the tensor itself when training on one process. For losses
         that compare a sample with the whole global batch (SimCLR's negatives)."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What one model input looks like, for methods that build input-shaped parts (a decoder) or
-    augment inputs (SimCLR's views): ``shape`` of one sample as the model sees it, and the
-    normalisation the transform applied (images: per-channel ``mean``/``std`` of ``(x - mean) / std``)."""
-
-    kind: str
-    shape: tuple[int, ...]
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
 
 
 class Method(nn.Module):
@@ -152,8 +141,8 @@ class Method(nn.Module):
         """Encode source and target, jointly or separately according to ``bn_mode``."""
         encoder = encoder or self.encoder
         if self.hparams.bn_mode == "joint":
-            f = encoder(concat_inputs(x_s, x_t))
-            n_s = len(x_s[next(iter(x_s))]) if isinstance(x_s, dict) else len(x_s)
+            f = encoder(concat_inputs(x_s, x_t))  # dict inputs (text, audio) are padded to one length first
+            n_s = batch_size_of(x_s)
             return f[:n_s], f[n_s:]
         return encoder(x_s), encoder(x_t)
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..losses import ConditionalDomainAdversarialLoss, MultilinearMap
 from ..models import DomainDiscriminator
-from ..schedules import GaninSchedule
+from ..schedules import grl_schedule
 from .base import METHODS, Method
 from .dann import DANN
 
@@ -42,7 +42,7 @@ class CDAN(Method):
             DomainDiscriminator(multilinear.out_features, h.discriminator_hidden), multilinear,
             entropy_conditioning=self.entropy_conditioning,
         )
-        self.grl_schedule = GaninSchedule(h.grl_gamma, h.grl_max)
+        self.grl_schedule = grl_schedule(h.grl_schedule, h.grl_gamma, h.grl_max)
 
     def update(self, source, target, ctx):
         f_s, f_t = self.features(source.x, target.x)

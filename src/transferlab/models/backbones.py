@@ -1,5 +1,5 @@
 """Backbones by name, timm-style: ``create_backbone("lenet" | "dtn" | "mlp" | "torchvision:resnet50" |
-"timm:vit_small_patch16_224", in_channels=..., image_size=..., pretrained=...)``.
+"timm:vit_small_patch16_224" | "hf:bert-base-multilingual-cased", in_channels=..., image_size=..., pretrained=...)``.
 
 Every backbone returns a flat feature vector and exposes ``out_features``. Pretrained weights are
 loaded from a local file (``pretrained: /path/to/weights.safetensors``) or, for
@@ -209,9 +209,14 @@ def _timm(name: str, pretrained: bool | str, in_channels: int) -> nn.Module:
 
 
 def create_backbone(name: str, *, in_channels: int = 3, image_size: int = 224, in_features: int | None = None,
-                    pretrained: bool | str = False, mlp: dict | None = None) -> nn.Module:
-    """Build a backbone by registry name or ``torchvision:NAME`` / ``timm:NAME``. ``mlp`` holds the ``mlp``
-    backbone's settings (:class:`MLP`'s ``hidden``, ``activation``, ``dropout``)."""
+                    pretrained: bool | str = False, mlp: dict | None = None, hf: dict | None = None) -> nn.Module:
+    """Build a backbone by registry name or ``torchvision:NAME`` / ``timm:NAME`` / ``hf:NAME_OR_PATH``. ``mlp`` holds
+    the ``mlp`` backbone's settings (:class:`MLP`'s ``hidden``, ``activation``, ``dropout``), ``hf`` those of
+    :func:`~transferlab.models.encoders.create_hf_encoder` (pooling, freezing)."""
+    if name.startswith("hf:"):
+        from .encoders import create_hf_encoder
+
+        return create_hf_encoder(name.split(":", 1)[1], **(hf or {}))
     if name.startswith("torchvision:"):
         model = _torchvision(name.split(":", 1)[1], pretrained)
         if in_channels != 3:

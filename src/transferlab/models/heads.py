@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -30,19 +32,24 @@ class Encoder(nn.Module):
 
 
 class DomainDiscriminator(nn.Module):
-    """MLP domain classifier ``in -> hidden -> hidden -> 1`` with BatchNorm and ReLU (TLlib's layout).
+    """MLP domain classifier: one ``Linear -> BatchNorm -> ReLU`` block per hidden width, then ``Linear(·, 1)``.
+
+    ``hidden`` is an int ``h`` for TLlib's layout ``in -> h -> h -> 1`` (two hidden layers), or a list of
+    widths, in order; an empty list is a linear discriminator ``Linear(in, 1)`` (the DANN paper's shallow
+    experiments). ``batch_norm=False`` drops the BatchNorm (ADDA). The layers sit in ``net``, so an int
+    ``h`` and ``[h, h]`` build the same module with the same state-dict keys.
 
     Returns one logit per sample (source = 1); losses use ``binary_cross_entropy_with_logits``,
     which is safe under bf16 autocast, unlike a sigmoid followed by BCE.
     """
 
-    def __init__(self, in_features: int, hidden: int = 1024, batch_norm: bool = True) -> None:
+    def __init__(self, in_features: int, hidden: int | Sequence[int] = 1024, batch_norm: bool = True) -> None:
         super().__init__()
-
-        def block(i: int, o: int) -> list[nn.Module]:
-            return [nn.Linear(i, o), nn.BatchNorm1d(o) if batch_norm else nn.Identity(), nn.ReLU(inplace=True)]
-
-        self.net = nn.Sequential(*block(in_features, hidden), *block(hidden, hidden), nn.Linear(hidden, 1))
+        widths = [in_features, *([hidden, hidden] if isinstance(hidden, int) else hidden)]
+        layers: list[nn.Module] = []
+        for i, o in zip(widths, widths[1:]):
+            layers += [nn.Linear(i, o), nn.BatchNorm1d(o) if batch_norm else nn.Identity(), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers, nn.Linear(widths[-1], 1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features).squeeze(1)
