@@ -117,17 +117,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_datasets_list(args: argparse.Namespace) -> int:
     from .data import DATASETS, data_root
+    from .data.datasets import discover
+    from .errors import DataError
 
     root = data_root(args.data_root)
     rows = []
     for name in DATASETS:
         info = DATASETS.get(name)
-        present = info.present_parts(root) if info.kind in ("image", "features") else (
-            ["yes"] if (root / name).is_dir() else [])
+        present = info.present_parts(root)
         where = "embedded" if info.embedded else ("download" if info.downloadable else "data root")
         rows.append([name, info.kind, str(info.num_classes), ",".join(info.parts), ",".join(present) or "-", where])
+    try:
+        imported, problem = discover(root), None
+    except DataError as exc:  # one broken dataset.json must not hide the rest of the list
+        imported, problem = [], exc
+    for info in imported:
+        present = info.present_parts(root)
+        rows.append([info.name, info.kind, str(info.num_classes), ",".join(info.parts), ",".join(present) or "-",
+                     "imported"])
     print(f"data root: {root}\n")
     print(table(rows, ["name", "kind", "classes", "parts", "present", "source"]))
+    if problem is not None:
+        print(f"warning: the datasets imported under the data root could not be listed: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_datasets_import(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .data.importers import import_dataset
+
+    options = {key: getattr(args, key) for key in ("image_size", "channels", "text_column", "label_column",
+                                                   "language_column", "manifest", "sample_rate")
+               if getattr(args, key, None) is not None}
+    words = ["transferlab", "datasets", "import", args.kind, args.source, "--name", args.name, "--part", args.part]
+    for key, value in options.items():
+        words += [f"--{key.replace('_', '-')}", str(value)]
+    words += ["--overwrite"] if args.overwrite else []
+    words += ["--description", args.description] if args.description else []
+    result = import_dataset(args.kind, args.source, args.name, root=args.data_root, part=args.part,
+                            overwrite=args.overwrite, description=args.description, command=shlex.join(words),
+                            **options)
+    counts = [[("-" if name is None else str(result.classes.index(name))), name or "(unlabelled)", str(n)]
+              for name, n in result.counts.items()]
+    print(f"imported {result.rows} {result.kind} rows as {result.name}/{result.part} "
+          f"({'new dataset' if result.new_dataset else 'added to the dataset'}) in {result.folder}")
+    for note in result.notes:
+        print(f"  {note}")
+    print()
+    print(table(counts, ["label", "class", "rows"]))
+    print(f"\nname it in a config as data.source.name: {result.name} (part: {result.part}); provenance in "
+          f"{result.folder / 'SOURCE.md'}")
     return 0
 
 
@@ -224,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("datasets", help="list known datasets or download one")
+    p = sub.add_parser("datasets", help="list known datasets, download one, or import your own")
     dsub = p.add_subparsers(dest="datasets_command", required=True)
     q = dsub.add_parser("list", help="what is known and what is present under the data root")
     _common(q)
@@ -233,6 +273,34 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     _common(q)
     q.set_defaults(func=cmd_datasets_download)
+    q = dsub.add_parser("import", help="bring your own images, text, audio or arrays into the prepared layout "
+                        "(docs/importing.md)")
+    isub = q.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, source_help, text in (
+        ("images", "a folder with one sub-folder of images per class", "image folders -> <part>.npz"),
+        ("text", "a .csv, .tsv or .jsonl file with a text and a label column", "CSV/TSV/JSONL -> <part>.tsv"),
+        ("audio", "a folder of audio files with a manifest CSV (path, label and/or transcript, speaker, ...)",
+         "audio files + manifest -> <part>.npz (int16, concatenated)"),
+        ("arrays", "an .npz file with x, y and optionally classes", "an x/y .npz -> <part>.npz, checked"),
+    ):
+        r = isub.add_parser(kind, help=text)
+        r.add_argument("source", help=source_help)
+        r.add_argument("--name", required=True, help="the dataset's name (its folder under the data root)")
+        r.add_argument("--part", default="train", help="the split or domain to write (default: train)")
+        r.add_argument("--overwrite", action="store_true", help="replace the part if the dataset already has it")
+        r.add_argument("--description", help="one line for dataset.json (default: where it came from)")
+        if kind == "images":
+            r.add_argument("--image-size", type=int, metavar="N", help="resize every image to NxN (needed when sizes differ)")
+            r.add_argument("--channels", type=int, choices=(1, 3), help="default: 3 if any image is colour, else 1")
+        elif kind == "text":
+            r.add_argument("--text-column", default="text")
+            r.add_argument("--label-column", default="label")
+            r.add_argument("--language-column", help="a column to keep as the language of each row")
+        elif kind == "audio":
+            r.add_argument("--manifest", help="the manifest CSV (default: <folder>/manifest.csv)")
+            r.add_argument("--sample-rate", type=int, metavar="HZ", help="resample to this rate (default: the first file's)")
+        _common(r)
+        r.set_defaults(func=cmd_datasets_import)
 
     p = sub.add_parser("methods", help="list methods and their hyper-parameters")
     p.set_defaults(func=cmd_methods)
