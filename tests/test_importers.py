@@ -98,7 +98,7 @@ def test_images_import_list_load_and_train(tmp_path, capsys):
     assert code == 0, err
 
     row = listed(capsys, root)["pets"]
-    assert row[1:5] == ["image", "2", "train,test", "test,train"]
+    assert row[1:5] == ["image", "2", "train,test", "all"]
 
     data = load("pets", "train", root)
     assert data.classes == ["cat", "dog"] and data.num_classes == 2  # sorted sub-folder names
@@ -206,7 +206,7 @@ def test_text_csv_import_list_load_and_a_jsonl_part(tmp_path, capsys):
     assert code == 0, err
     test = load("reviews", "test", root)
     assert test.y.tolist() == [2, 0] and test.classes == ["neg", "neutral", "pos"]  # the dataset's mapping, not [neg, pos]
-    assert listed(capsys, root)["reviews"][1:5] == ["text", "3", "train,test", "test,train"]
+    assert listed(capsys, root)["reviews"][1:5] == ["text", "3", "train,test", "all"]
 
 
 def test_text_tsv_with_integer_labels_sorts_them_numerically(tmp_path, capsys):
@@ -257,7 +257,7 @@ def test_audio_import_resamples_mixes_down_and_keeps_columns(tmp_path, capsys):
                          "--data-root", root)
     assert code == 0, err
     assert "imported 3 audio rows" in out
-    assert listed(capsys, root)["talk"][1:5] == ["audio", "2", "train", "train"]
+    assert listed(capsys, root)["talk"][1:5] == ["audio", "2", "train", "all"]
 
     data = load("talk", "train", root)
     assert len(data) == 3 and data.sample_rate == 8000
@@ -317,7 +317,7 @@ def test_arrays_import_list_load_and_train(tmp_path, capsys):
         code, _, err = cli(capsys, "datasets", "import", "arrays", tmp_path / f"{part}.npz", "--name", "feats",
                            "--part", part, "--data-root", root)
         assert code == 0, err
-    assert listed(capsys, root)["feats"][1:5] == ["features", "3", "train,test", "test,train"]
+    assert listed(capsys, root)["feats"][1:5] == ["features", "3", "train,test", "all"]
     data = load("feats", "train", root)
     x, y = features(0, 30)
     np.testing.assert_array_equal(data.x.numpy(), x)

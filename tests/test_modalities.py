@@ -343,3 +343,25 @@ def test_amazon_reviews_dann_runs_on_sparse_features(tmp_path):
     result = train(load_config(raw=raw), tmp_path / "run", progress=False)
     assert result["test_set"] == "amazon_reviews/kitchen_test"
     assert result["target_test/acc"] > 60.0  # two balanced classes: chance is 50
+
+
+@pytest.mark.parametrize("method", ["source_only", "dann", "cdan", "cdan_e", "mcd", "adda", "supervised",
+                                    "linear_probe"])
+@pytest.mark.parametrize("kind", ["text", "audio"])
+def test_every_classification_method_trains_on_text_and_audio(root, hf_models, tmp_path, method, kind):
+    raw = text_config(root, hf_models["bert"], method, iterations=4)
+    raw["data"]["batch_size"] = 8
+    if kind == "audio":
+        raw["data"].update(source={"name": "toyaudio", "part": "train"}, target={"name": "toyaudio", "part": "test"},
+                           audio={"sample_rate": 8000})
+        raw["model"]["backbone"] = f"hf:{hf_models['w2v']}"
+    if method == "adda":
+        raw["method"]["pretrain_fraction"] = 0.5  # both stages run
+    if method in ("supervised", "linear_probe"):
+        del raw["data"]["target"]
+        raw["data"]["test"] = {"name": "toytext", "part": "en_test"} if kind == "text" else {"name": "toyaudio",
+                                                                                           "part": "test"}
+    result = train(load_config(raw=raw), tmp_path / "run", progress=False)
+    assert result["step"] == 4 and 0.0 <= result["target_test/acc"] <= 100.0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for r in records if r["kind"] == "train" for k, v in r.items() if k not in ("kind",))

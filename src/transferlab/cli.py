@@ -122,18 +122,21 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
     root = data_root(args.data_root)
     rows = []
+
+    def shown(info, present: list[str]) -> str:  # "all" keeps the table narrow when nothing is missing
+        return "all" if present and set(info.parts) <= set(present) else ",".join(present) or "-"
+
     for name in DATASETS:
         info = DATASETS.get(name)
-        present = info.present_parts(root)
         where = "embedded" if info.embedded else ("download" if info.downloadable else "data root")
-        rows.append([name, info.kind, str(info.num_classes), ",".join(info.parts), ",".join(present) or "-", where])
+        rows.append([name, info.kind, str(info.num_classes), ",".join(info.parts), shown(info, info.present_parts(root)),
+                     where])
     try:
         imported, problem = discover(root), None
     except DataError as exc:  # one broken dataset.json must not hide the rest of the list
         imported, problem = [], exc
     for info in imported:
-        present = info.present_parts(root)
-        rows.append([info.name, info.kind, str(info.num_classes), ",".join(info.parts), ",".join(present) or "-",
+        rows.append([info.name, info.kind, str(info.num_classes), ",".join(info.parts), shown(info, info.present_parts(root)),
                      "imported"])
     print(f"data root: {root}\n")
     print(table(rows, ["name", "kind", "classes", "parts", "present", "source"]))

@@ -267,7 +267,13 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
     if out_dir is not None:
         trainer.prepare_run(resolved_config(config), resume=resume, overwrite=overwrite, normalize=_resolved)
     result = trainer.fit()
-    task = config.data.source.name + (f"->{config.data.target.name}" if config.data.target is not None else "")
+    source, target = config.data.source, config.data.target
+    if target is None:
+        task = source.name
+    elif target.name == source.name:  # domains of one dataset (OpeNER languages, Amazon categories, Office domains)
+        task = f"{source.name}:{source.part}->{target.part}"
+    else:
+        task = f"{source.name}->{target.name}"
     out = {"method": method_config(config).name, "task": task, **result}
     if experiment.test is not None:
         out["test_set"] = f"{experiment.test.name}/{experiment.test.part}"
