@@ -365,3 +365,43 @@ def test_every_classification_method_trains_on_text_and_audio(root, hf_models, t
     assert result["step"] == 4 and 0.0 <= result["target_test/acc"] <= 100.0
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in records if r["kind"] == "train" for k, v in r.items() if k not in ("kind",))
+
+
+def test_text_trains_in_bf16(root, hf_models, tmp_path):
+    raw = text_config(root, hf_models["bert"], "source_only", train__precision="bf16")
+    experiment = build(load_config(raw=raw))
+    trainer = experiment.trainer(None, progress=False)
+    seen = []
+    query = experiment.method.encoder.backbone.model.encoder.layer[0].attention.self.query  # a Linear in the encoder
+    handle = query.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    result = trainer.fit()
+    handle.remove()
+    assert seen and all(dtype == torch.bfloat16 for dtype in seen)  # the encoder ran under bf16 autocast
+    assert result["target_test/acc"] > 60.0
+
+
+@pytest.mark.slow
+def test_text_trains_under_torch_compile(root, hf_models, tmp_path):
+    raw = text_config(root, hf_models["bert"], "dann", iterations=6, train__compile="default")
+    result = train(load_config(raw=raw), tmp_path / "run", progress=False)
+    assert result["step"] == 6 and np.isfinite(losses(tmp_path / "run")).all()
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_on_text(root, hf_models, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "text.yaml"
+    config.write_text(yaml.safe_dump(text_config(root, hf_models["bert"], "dann", iterations=6,
+                                                 train__checkpoint_every=3, train__log_every=3)))
+    launcher = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    done = subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", "-m", "transferlab.cli", "train",
+                           str(config), "--out", str(tmp_path / "run"), "--no-progress"], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '"world_size": 2' in done.stdout and done.stdout.count("run saved in") == 1
+    assert (tmp_path / "run" / "model.safetensors").is_file()
