@@ -158,6 +158,9 @@ class TrainConfig(_Strict):
     """Write a resumable checkpoint every N iterations (0: only at the end)."""
     keep_checkpoints: PositiveInt = 2
     log_every: PositiveInt = 100
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    """Also send every logged record to these experiment trackers (Accelerate's integrations; the package must be
+    installed). TensorBoard writes to ``<run>/tensorboard``: ``tensorboard --logdir runs/``."""
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -1,4 +1,7 @@
-"""Metrics as JSON lines: one record per log/eval event, ``{"step": ..., "kind": "train"|"eval", ...}``."""
+"""Metrics as JSON lines: one record per log/eval event, ``{"step": ..., "kind": "train"|"eval", ...}``, and the
+same records sent to experiment trackers (``train.trackers``: TensorBoard, MLflow, Weights & Biases) through
+Accelerate's maintained tracker integrations, which write next to ``metrics.jsonl`` (TensorBoard: ``<run>/tensorboard``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,39 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import TransferlabError
 from .checkpoint import atomic_write_text
+
+TRACKERS = {  # config name -> (accelerate.tracking class, the package it needs)
+    "tensorboard": ("TensorBoardTracker", "tensorboard"),
+    "mlflow": ("MLflowTracker", "mlflow"),
+    "wandb": ("WandBTracker", "wandb"),
+}
+
+
+def make_trackers(names: list[str], run_dir: Path) -> list[Any]:
+    """Start one Accelerate tracker per name, logging under ``run_dir`` (a missing package -> a clear error)."""
+    import importlib.util
+
+    from accelerate import tracking
+
+    trackers = []
+    for name in names:
+        cls_name, package = TRACKERS[name]
+        if importlib.util.find_spec(package) is None:
+            raise TransferlabError(f"train.trackers names '{name}', but the package '{package}' is not installed: "
+                                   f"pip install {package} (or remove '{name}' from train.trackers)")
+        cls = getattr(tracking, cls_name)
+        tracker = cls("tensorboard", run_dir) if name == "tensorboard" else cls(run_dir.name, logging_dir=str(run_dir))
+        tracker.start()
+        trackers.append(tracker)
+    return trackers
 
 
 class MetricsLog:
-    def __init__(self, path: Path | None, resume_step: int | None = None) -> None:
+    def __init__(self, path: Path | None, resume_step: int | None = None, trackers: list[Any] | None = None) -> None:
         self.path = path
+        self.trackers = trackers or []
         if path is None:
             return
         if resume_step is not None and path.exists():
@@ -22,10 +52,21 @@ class MetricsLog:
             path.unlink()
 
     def write(self, record: dict[str, Any]) -> None:
+        if self.trackers:
+            kind = record.get("kind", "train")
+            values = {(k if k.startswith("lr") else f"{kind}/{k}"): v  # train/cls_loss, eval/target_test/acc, lr
+                      for k, v in record.items() if k not in ("step", "kind") and isinstance(v, (int, float))}
+            for tracker in self.trackers:
+                tracker.log(values, step=int(record["step"]))
         if self.path is None:
             return
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ from ..methods.base import Method
 from ..schedules import Schedule
 from . import distributed, graphs
 from .checkpoint import CheckpointManager, RunLock, atomic_write_json, prepare_run_dir, save_tensors
-from .metrics import MetricsLog
+from .metrics import MetricsLog, make_trackers
 from .optim import build_optimizer, lr_schedule, optimizer_config
 from .state import pack_training_state, restore_training_state, seed_process
 
@@ -202,6 +202,7 @@ class Trainer:
         self._seconds_before: float | None = 0.0
         self._log_window: dict[str, Any] | None = None  # the open logging window a SIGTERM checkpoint carried
         self._lock: RunLock | None = None  # held from prepare_run until fit() ends
+        self._log: MetricsLog | None = None  # this fit()'s metrics log and trackers
         self._fit_started: float | None = None
         self._broadcast(parameters=True)
 
@@ -418,6 +419,9 @@ class Trainer:
                     f"another --out; no partial file was left, and the last complete checkpoint is kept"
                 ) from None
             finally:
+                if self._log is not None:
+                    self._log.close()  # flush and close the trackers' files
+                self._log = None
                 self.release_run()
 
     def _check_finite(self, running: dict[str, torch.Tensor], n_running: int) -> dict[str, float]:
@@ -455,8 +459,11 @@ class Trainer:
         resumed = self.resume and self.load_checkpoint()
         if not resumed:
             seed_process(self.seed, self.rank)
+        trackers = make_trackers(list(self.cfg.trackers), self.out_dir) if self.cfg.trackers and self.out_dir \
+            and self.is_main else []
         log = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir and self.is_main else None,
-                         resume_step=self.step if resumed else None)
+                         resume_step=self.step if resumed else None, trackers=trackers)
+        self._log = log
         self.method.train()
         running: dict[str, torch.Tensor] = {}
         scalars: dict[str, float] = {}
