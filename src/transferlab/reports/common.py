@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import DATASETS, ArrayDataset
+from ..data import ArrayDataset, lookup
 from ..engine.checkpoint import atomic_write_json
 from ..experiment import Experiment, load_domain
 
@@ -65,7 +65,7 @@ def source_eval_set(experiment: Experiment, data_root: str | Path | None) -> Arr
     """Labelled held-out source data of a run: the source dataset's ``test`` part when it has one, else
     its training set."""
     c = experiment.config.data.source
-    if "test" in DATASETS.get(c.name).parts and c.part != "test":
+    if "test" in lookup(c.name, data_root).parts and c.part != "test":
         return load_domain(c.model_copy(update={"part": "test", "labels_per_class": None}), data_root,
                            experiment.config.seed)
     return experiment.source
