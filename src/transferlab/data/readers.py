@@ -107,23 +107,35 @@ def read_audio_npz(arrays: dict[str, np.ndarray], where: str, name: str, part: s
     if missing:
         raise DataError(f"{where} is not an audio part: it lacks {missing} (see docs/data.md, speech layout)")
     audio, offsets, lengths = arrays.pop("audio"), arrays.pop("offsets"), arrays.pop("lengths")
-    rate = int(arrays.pop("sample_rate"))
+    rate_array = arrays.pop("sample_rate")
+    if rate_array.ndim != 0 or rate_array.dtype.kind not in "iu":
+        raise DataError(f"{where}: sample_rate must be one integer (a 0-d int64 array); got {rate_array.dtype} "
+                        f"{rate_array.shape}")
+    rate = int(rate_array)
     if audio.ndim != 1 or audio.dtype.kind not in "if":
         raise DataError(f"{where}: audio must be one 1-D int16 or float array of all utterances; got "
                         f"{audio.dtype} {audio.shape}")
-    if offsets.shape != lengths.shape or offsets.ndim != 1:
-        raise DataError(f"{where}: offsets and lengths must be two (N,) arrays")
+    if offsets.shape != lengths.shape or offsets.ndim != 1 or offsets.dtype.kind not in "iu" \
+            or lengths.dtype.kind not in "iu":
+        raise DataError(f"{where}: offsets and lengths must be two integer (N,) arrays; got {offsets.dtype} "
+                        f"{offsets.shape} and {lengths.dtype} {lengths.shape}")
+    offsets, lengths = offsets.astype(np.int64), lengths.astype(np.int64)
     if len(offsets) and (offsets.min() < 0 or lengths.min() < 1 or (offsets + lengths).max() > len(audio)):
         raise DataError(f"{where}: offsets/lengths point outside the audio array ({len(audio)} samples) or give an "
                         f"empty utterance")
     if rate <= 0:
         raise DataError(f"{where}: sample_rate must be positive; got {rate}")
+    if audio.dtype.kind == "f" and not np.isfinite(audio).all():
+        raise DataError(f"{where}: audio holds NaN or infinite samples")
     values = audio.astype(np.float32) / 32768.0 if audio.dtype.kind == "i" else audio.astype(np.float32)
     key = options.get("label_key", "y")
     y = None
-    if key in arrays:
-        y = torch.from_numpy(_labels(where, arrays.pop(key), options, num_classes))
     n = len(offsets)
+    if key in arrays:
+        raw = arrays.pop(key)
+        if raw.shape != (n,):
+            raise DataError(f"{where}: {key} has shape {raw.shape}; expected one label per utterance, ({n},)")
+        y = torch.from_numpy(_labels(where, raw, options, num_classes))
     extras = {k: v for k, v in arrays.items() if getattr(v, "ndim", 0) >= 1 and len(v) == n}
     data = Ragged(torch.from_numpy(values), torch.from_numpy(offsets.astype(np.int64)),
                   torch.from_numpy(lengths.astype(np.int64)))
