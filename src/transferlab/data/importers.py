@@ -18,7 +18,6 @@ temporary files that replace the targets, so an import either happens completely
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..errors import DataError
 from .datasets import DATASETS, MANIFEST, SUFFIXES, _check_arrays, read_manifest, read_npz
+from .fetch import sha256_file
 from .root import data_root
 
 KINDS = ("images", "text", "audio", "arrays")
@@ -474,14 +474,6 @@ def _check_name(value: str, what: str) -> None:
                         f"with '.' or '-'")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_part(prepared: _Prepared, handle) -> None:
     if prepared.text is not None:
         handle.write(prepared.text.encode("utf-8"))
@@ -512,7 +504,7 @@ def _source_md(folder: Path, name: str, sections: dict[str, str], staged: dict[s
     files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*")
              if p.is_file() and p.name != SOURCE_FILE and not p.name.startswith(".")}
     files.update(staged or {})
-    digest = [f"{_sha256(p)}  {rel}  ({p.stat().st_size} bytes)" for rel, p in sorted(files.items())]
+    digest = [f"{sha256_file(p)}  {rel}  ({p.stat().st_size} bytes)" for rel, p in sorted(files.items())]
     return "\n".join([
         f"# {name} (imported)", "",
         "Brought in with `transferlab datasets import` (see docs/importing.md); one section per part.", "",

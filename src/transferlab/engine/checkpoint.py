@@ -27,18 +27,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..data.fetch import sha256_file  # noqa: F401  (one implementation; re-exported for the engine)
 from ..errors import CheckpointError
 
 FORMAT_VERSION = 2
 """2: state.json carries ``state_sha256``, the digest of its other contents (version 1 checkpoints load without it)."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _umask() -> int:
