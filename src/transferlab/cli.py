@@ -1,4 +1,4 @@
-"""Command line: ``transferlab demo | train | pretrain | probe | finetune | grid | analyze | eval | datasets | methods``.
+"""Command line: ``transferlab demo | train | pretrain | probe | finetune | grid | analyze | eval | predict | datasets | methods``.
 
 Thin by design: parse arguments, validate the config, call the library. Every
 :class:`~transferlab.errors.TransferlabError` is printed as one ``error:`` message with exit status 2.
@@ -7,6 +7,7 @@ Thin by design: parse arguments, validate the config, call the library. Every
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -102,16 +103,73 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .experiment import load_run
+def dataset_arg(text: str, root: str | None = None):
+    """``DATASET[:PART]`` as a :class:`~transferlab.config.DomainConfig`; without a part: ``test`` when the dataset has
+    one, else its only part."""
+    from .config import DomainConfig
+    from .data import lookup
 
-    experiment = load_run(args.run, args.data_root)
-    if experiment.test is None or not experiment.method.classifies():
-        raise TransferlabError(f"{args.run} is a pretraining run with nothing to classify; evaluate its transfer with "
-                               f"`transferlab probe {args.run} --labels-per-class K`")
-    trainer = experiment.trainer(None, progress=False)
-    result = trainer.evaluate()
-    print(json.dumps({"run": str(args.run), "test": f"{experiment.test.name}/{experiment.test.part}", **result}, indent=2))
+    name, _, part = text.partition(":")
+    if not name:
+        raise TransferlabError(f"{text!r} names no dataset; give DATASET or DATASET:PART (e.g. usps:test)")
+    info = lookup(name, root)  # unknown names: a did-you-mean error listing the known ones
+    if not part:
+        if "test" not in info.parts and len(info.parts) != 1:
+            raise TransferlabError(f"dataset {name} has no test part; name one: {', '.join(f'{name}:{p}' for p in info.parts)}")
+        part = "test" if "test" in info.parts else info.parts[0]
+    elif part not in info.parts:
+        from .validation import closest
+
+        raise TransferlabError(f"dataset {name} has no part '{part}'.{closest(part, list(info.parts))} "
+                               f"Its parts: {', '.join(info.parts)}")
+    return DomainConfig(name=name, part=part)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .experiment import evaluate_on, load_for_eval
+
+    on = dataset_arg(args.on, args.data_root) if args.on else None
+    experiment = load_for_eval(args.run, args.data_root, on=on)  # loads only the set it evaluates on
+    result = evaluate_on(experiment)
+    test = f"{experiment.test.name}/{experiment.test.part}"
+    accuracy = {"acc": result["acc"]} if on is not None else {"target_test/acc": result["acc"]}
+    print(json.dumps({"run": str(args.run), "test": test, **accuracy, "samples": result["samples"]}, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from .engine.checkpoint import atomic_write_text
+    from .experiment import load_for_eval, predict_proba
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix not in (".csv", ".jsonl"):
+        raise TransferlabError(f"--out {out}: the file name must end in .csv or .jsonl (the format it is written in)")
+    experiment = load_for_eval(args.run, args.data_root, on=dataset_arg(args.dataset, args.data_root))
+    dataset = experiment.test
+    probabilities = predict_proba(experiment).tolist()
+    n = experiment.method.num_classes
+    named = bool(dataset.classes) and len(dataset.classes) == n  # the dataset's class names, if they fit the model
+    names = [str(c) for c in dataset.classes] if named else [str(k) for k in range(n)]
+    buffer = io.StringIO()
+    if out is not None and out.suffix == ".jsonl":
+        for index, row in enumerate(probabilities):
+            best = max(range(n), key=row.__getitem__)
+            buffer.write(json.dumps({"index": index, "predicted": names[best] if named else best,
+                                     "probabilities": {name: float(f"{p:.6g}") for name, p in zip(names, row)}}) + "\n")
+    else:
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["index", "predicted"] + [f"p_{name}" for name in names])
+        for index, row in enumerate(probabilities):
+            writer.writerow([index, names[max(range(n), key=row.__getitem__)]] + [f"{p:.6g}" for p in row])
+    if out is None:
+        sys.stdout.write(buffer.getvalue())
+    else:
+        atomic_write_text(out, buffer.getvalue())  # temporary file + rename: never a half-written file
+        print(f"wrote class probabilities of {len(probabilities)} samples of {dataset.name}/{dataset.part} "
+              f"({n} classes) to {out}")
     return 0
 
 
@@ -175,29 +233,114 @@ def cmd_datasets_import(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_download(args: argparse.Namespace) -> int:
-    from .data import data_root
-    from .data.download import download
+    from .data import DATASETS, data_root
+    from .data.download import DOWNLOADERS, download
+    from .errors import DataError
+    from .validation import closest
 
+    if args.name not in DOWNLOADERS:
+        known = args.name in DATASETS and DATASETS.get(args.name)
+        why = ("it is embedded in the package and needs no download" if known and known.embedded else
+               "it has no canonical source to download from; see `transferlab datasets list`" if known else
+               f"no dataset has this name.{closest(args.name, sorted(DOWNLOADERS) + DATASETS.names())}")
+        raise DataError(f"cannot download '{args.name}': {why}. Downloadable: {', '.join(sorted(DOWNLOADERS))}")
     folder = download(args.name, data_root(args.data_root))
     print(f"{args.name} ready in {folder}")
     return 0
 
 
+def _type_text(annotation) -> str:
+    """A hyper-parameter's type as a user reads it: ``float > 0``, ``ramp | constant``, ``list[int > 0]``."""
+    import types
+    import typing
+
+    import annotated_types as at
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        bounds = {at.Gt: (">", "gt"), at.Ge: ("≥", "ge"), at.Lt: ("<", "lt"), at.Le: ("≤", "le")}
+        marks = [f"{bounds[type(m)][0]} {getattr(m, bounds[type(m)][1])}" for m in args[1:] if type(m) in bounds]
+        return " ".join([_type_text(args[0])] + ([", ".join(marks)] if marks else []))
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_text(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_text(a) for a in args)}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _field_text(info) -> str:
+    """``type = default`` of a pydantic field, bounds included (``float ≥ 0 = 1.0``)."""
+    import typing
+
+    annotation = info.annotation
+    if info.metadata:  # pydantic moves Annotated bounds (PositiveInt, NonNegativeFloat) into metadata
+        annotation = typing.Annotated[(annotation, *info.metadata)]
+    return f"{_type_text(annotation)} = {info.default!r}"
+
+
+def _field_docs(config_cls) -> dict[str, str]:
+    """The attribute docstrings of a pydantic model's fields (the string after ``name: type = default``), from the
+    most derived class that documents each field. Pydantic keeps them only with ``use_attribute_docstrings``."""
+    import ast
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for cls in config_cls.__mro__:
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for stmt, after in zip(body, body[1:]):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs.setdefault(stmt.target.id, inspect.cleandoc(after.value.value))
+    return docs
+
+
+def _method_doc(cls) -> str:
+    """A method's docstring (its class's, else its module's: the paper and the loss)."""
+    return inspect.cleandoc(cls.__doc__ or sys.modules[cls.__module__].__doc__ or "")
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import METHODS
 
-    for name in METHODS:
-        cls = METHODS.get(name)
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name}: {doc}")
-        for field, info in cls.Config.model_fields.items():
-            if field != "name":
-                print(f"    {field} = {info.default!r}")
+    if args.name is None:
+        for name in METHODS:
+            cls = METHODS.get(name)
+            print(f"{name}: {(_method_doc(cls).splitlines() or [''])[0]}")
+            for field, info in cls.Config.model_fields.items():
+                if field != "name":
+                    print(f"    {field} = {info.default!r}")
+        print("\n`transferlab methods NAME` explains a method's hyper-parameters.")
+        return 0
+    cls = METHODS.get(args.name)  # unknown names: a did-you-mean error listing the methods
+    print(f"{args.name}: {_method_doc(cls)}")
+    inputs = ", ".join(f"{k} ({'labelled' if v else 'unlabelled'})" for k, v in cls.inputs.items())
+    print(f"\ntrains on: {inputs}")
+    print("\nhyper-parameters (method.<name> in a config, --set method.<name>=VALUE):")
+    docs = _field_docs(cls.Config)
+    for field, info in cls.Config.model_fields.items():
+        if field == "name":
+            continue
+        print(f"  {field}: {_field_text(info)}")
+        text = info.description or docs.get(field, "")
+        for line in text.splitlines():
+            print(f"      {line}" if line.strip() else "")
     return 0
+
+
+def _version() -> str:
+    """The running package's version (``transferlab.__version__``; the package is imported before this module)."""
+    return getattr(sys.modules.get(__package__ or "transferlab"), "__version__", "unknown")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferlab", description="Transfer learning and domain adaptation.")
+    parser.add_argument("--version", action="version", version=f"transferlab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="source-only vs DANN on the embedded digits shift (no download, < 1 min on CPU)")
@@ -254,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_grid)
 
-    p = sub.add_parser("analyze", help="diagnostics of saved runs: divergence, features, scores, landscape (JSON + PNG)")
+    p = sub.add_parser("analyze", help=f"diagnostics of saved runs: {', '.join(c.name for c in ANALYZE)} (JSON + PNG)")
     asub = p.add_subparsers(dest="analysis", required=True)
     for command in ANALYZE:
         q = asub.add_parser(command.name, help=command.help)
@@ -262,10 +405,22 @@ def build_parser() -> argparse.ArgumentParser:
         _common(q)
         q.set_defaults(func=cmd_analyze, report=command.run)
 
-    p = sub.add_parser("eval", help="re-evaluate a finished run's final model on its target test split")
+    p = sub.add_parser("eval", help="re-evaluate a finished run's final model on its target test split (or --on another "
+                       "labelled set); loads no training data")
     p.add_argument("run")
+    p.add_argument("--on", metavar="DATASET[:PART]", help="a labelled part of any registered or imported dataset with "
+                   "the run's classes (default part: test)")
     _common(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="class probabilities of a finished run's model on any dataset of its kind "
+                       "(CSV or JSONL)")
+    p.add_argument("run")
+    p.add_argument("dataset", metavar="DATASET[:PART]", help="a registered or imported dataset (default part: test, "
+                   "or its only part); labels are not needed")
+    p.add_argument("--out", metavar="FILE.csv|FILE.jsonl", help="write here (atomically); default: CSV on standard output")
+    _common(p)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("datasets", help="list known datasets, download one, or import your own")
     dsub = p.add_subparsers(dest="datasets_command", required=True)
@@ -305,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(r)
         r.set_defaults(func=cmd_datasets_import)
 
-    p = sub.add_parser("methods", help="list methods and their hyper-parameters")
+    p = sub.add_parser("methods", help="list methods and their hyper-parameters; with NAME, explain each of them")
+    p.add_argument("name", nargs="?", help="a method, e.g. dann")
     p.set_defaults(func=cmd_methods)
     return parser
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from .errors import ConfigError
-from .validation import format_validation_error
+from .validation import closest, format_validation_error
 
 
 class _Strict(BaseModel):
@@ -252,33 +252,77 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"optim.lr=0.1"`` -> (["optim", "lr"], 0.1); the value is parsed as YAML (numbers, lists, null)."""
-    if "=" not in text:
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. method.trade_off=0.5); got {text!r}")
-    key, value = text.split("=", 1)
+    """``"optim.lr=0.1"`` -> (["optim", "lr"], 0.1); the value is parsed as YAML (numbers, lists, null).
+    ``"~method.trade_off"`` (Hydra's syntax) deletes a key: (["method", "trade_off"], DELETE), or, as
+    ``"~KEY=VALUE"``, only when it holds VALUE (``DeleteIf(VALUE)``)."""
+    delete = text.strip().startswith("~")
+    body = text.strip()[1:] if delete else text
+    if "=" not in body and not delete:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. method.trade_off=0.5), or ~KEY to delete a key; got {text!r}")
+    key, value = body.split("=", 1) if "=" in body else (body, None)
     parts = key.strip().split(".")
     if not all(part and part.replace("_", "").replace("-", "").isalnum() for part in parts):
         raise ConfigError(f"--set: {key!r} is not a dotted key such as optim.lr")
+    if value is None:
+        return parts, DELETE
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
-    return parts, parsed
+    return parts, DeleteIf(parsed) if delete else parsed
+
+
+class _Delete:
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE = _Delete()
+"""What :func:`parse_override` returns as the value of ``~KEY``: delete the key."""
+
+
+class DeleteIf:
+    """The value of ``~KEY=VALUE``: delete the key if it holds ``value`` (Hydra's conditional delete)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _delete(node: dict[str, Any], parts: list[str], value: Any, text: str, full: list[str] | None = None) -> None:
+    """Remove ``parts[-1]`` from ``node`` (reached through ``parts[:-1]``). A key the config does not set (``full``:
+    the key asked for, when a section on its way is missing) is a :class:`ConfigError` naming the keys set there;
+    defaults are not keys of the config, so only what the config sets can be deleted."""
+    key, where = parts[-1], ".".join(parts[:-1]) or "the top level"
+    if not isinstance(node, dict) or key not in node:
+        present = sorted(node) if isinstance(node, dict) else []
+        raise ConfigError(f"--set {text}: the config does not set {'.'.join(full or parts)}, so there is nothing to "
+                          f"delete.{closest(key, present)} Keys set at {where}: {', '.join(present) or '(none)'}")
+    if isinstance(value, DeleteIf) and node[key] != value.value:
+        raise ConfigError(f"--set {text}: {'.'.join(parts)} is {node[key]!r}, not {value.value!r}; nothing deleted")
+    del node[key]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``raw`` with each ``--set`` applied in order: ``KEY=VALUE`` sets (creating sections as needed), ``~KEY``
+    deletes (the key's default then applies; an unknown key is a :class:`ConfigError`)."""
     out = copy.deepcopy(raw)
     for text in overrides:
         parts, value = parse_override(text)
+        deleting = value is DELETE or isinstance(value, DeleteIf)
         node = out
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
+                if deleting:
+                    _delete(node, parts[: i + 1], value, text, parts)  # raises: the section is not set
                 child = node[part] = {}
             elif not isinstance(child, dict):
                 raise ConfigError(f"--set {text}: {'.'.join(parts[: i + 1])} is a value, not a section")
             node = child
-        node[parts[-1]] = value
+        if deleting:
+            _delete(node, parts, value, text)
+        else:
+            node[parts[-1]] = value
     return out
 
 

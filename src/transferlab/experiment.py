@@ -10,7 +10,9 @@ config is loaded.
 
 from __future__ import annotations
 
+import copy
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from .models.layers import freeze_layers, layer_state
 class Experiment:
     config: Config
     method: Method
-    source: ArrayDataset
+    source: ArrayDataset | None  # None in an experiment loaded for evaluation only (load_for_eval)
     target: ArrayDataset | None
     test: ArrayDataset | None
     transform: Any
@@ -77,10 +79,38 @@ def resolved_config(config: Config) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 raw: dict[str, Any] | None = None) -> Config:
     """:func:`transferlab.config.load_config` for configs that are to be run: the method section is
-    validated too, so a bad one is reported now rather than when the experiment is built."""
-    config = schema.load_config(path, overrides, raw)
+    validated too, so a bad one is reported now rather than when the experiment is built.
+
+    When ``--set method.name=OTHER`` switches the method, the keys of the file's method section that the
+    other method does not take (DANN's ``trade_off`` when switching to ``source_only``) are dropped, with a
+    one-line notice on standard error naming them; keys given with ``--set`` are kept (and validated)."""
+    overrides = list(overrides or [])
+    data = schema.read_yaml(path) if path is not None else copy.deepcopy(raw or {})
+    data = _drop_foreign_method_keys(data, overrides)
+    config = schema.validate(schema.apply_overrides(data, overrides))
     method_config(config)
     return config
+
+
+def _drop_foreign_method_keys(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``data`` without the method keys the method chosen by a ``--set method.name=...`` does not take."""
+    parsed = [schema.parse_override(text) for text in overrides]
+    names = [value for parts, value in parsed if parts == ["method", "name"]]
+    section = data.get("method")
+    if not names or not isinstance(section, dict) or not isinstance(names[-1], str) or names[-1] not in METHODS:
+        return data
+    new = names[-1]
+    if section.get("name") == new:
+        return data
+    explicit = {parts[1] for parts, _ in parsed if len(parts) >= 2 and parts[0] == "method"}
+    fields = METHODS.get(new).Config.model_fields
+    foreign = [key for key in section if key not in fields and key not in explicit]
+    if not foreign:
+        return data
+    print(f"note: method.name={new}: dropped {section.get('name', 'the file')}'s method "
+          f"key{'s' if len(foreign) > 1 else ''} {', '.join(foreign)} from the config ({new} does not take "
+          f"{'them' if len(foreign) > 1 else 'it'})", file=sys.stderr)
+    return {**data, "method": {k: v for k, v in section.items() if k not in foreign}}
 
 
 def _resolved(raw: dict[str, Any]) -> dict[str, Any]:
@@ -238,24 +268,33 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     kind = next(iter(kinds.values()))
     modality = make_modality(c, kind, [d for d in (source, target, test) if d is not None])
     source, target, test = (modality.prepare(d) if d is not None else None for d in (source, target, test))
-    spec = modality.input_spec(source)
+    method = _make_method(c, method_cfg, kind, modality, source, num_classes)
+    return Experiment(c, method, source, target, test, modality.transform, modality)
+
+
+def _make_method(c: Config, method_cfg: MethodConfig, kind: str, modality: tl_data.Modality, probe,
+                 num_classes: int, initialise: bool = True) -> Method:
+    """The encoder and method a config describes, for inputs like ``probe`` (forwarded once, so a backbone/input
+    mismatch is reported now). ``initialise=False`` skips pretrained and ``encoder_init`` weights (a saved run's
+    final weights replace them all)."""
+    spec = modality.input_spec(probe)
     torch.manual_seed(c.seed)  # identical initial weights on every rank
     if kind in ("text", "audio") and not c.model.backbone.startswith("hf:"):
         raise ConfigError(f"{kind} data needs a sequence encoder: set model.backbone: hf:<hub name or local folder> "
                           f"(model.backbone is '{c.model.backbone}')")
     backbone = create_backbone(
         c.model.backbone, in_channels=c.data.channels, image_size=spec.shape[-1] if kind == "image" else 224,
-        in_features=spec.shape[0] if kind == "features" else None, pretrained=c.model.pretrained,
+        in_features=spec.shape[0] if kind == "features" else None,
+        pretrained=c.model.pretrained if initialise else False,
         mlp=c.model.mlp.model_dump(), hf=c.model.hf.model_dump())
     encoder = Encoder(backbone, c.model.bottleneck_dim)
-    if c.model.encoder_init is not None:
+    if initialise and c.model.encoder_init is not None:
         load_encoder_weights(encoder, c.model.encoder_init, c.model.init_layers)
-    elif c.model.init_layers is not None:
+    elif initialise and c.model.init_layers is not None:
         raise ConfigError("model.init_layers copies layers from model.encoder_init; set that too")
     freeze_layers(encoder, c.model.freeze_layers)
-    _check_input(encoder, source, modality.transform, c)
-    method = method_cls(encoder, num_classes, input_spec=spec, **method_cfg.model_dump(exclude={"name"}))
-    return Experiment(c, method, source, target, test, modality.transform, modality)
+    _check_input(encoder, probe, modality.transform, c)
+    return METHODS.get(method_cfg.name)(encoder, num_classes, input_spec=spec, **method_cfg.model_dump(exclude={"name"}))
 
 
 def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path | None = None, resume: bool = False,
@@ -263,10 +302,6 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
     """Build and train; with ``out_dir`` the run is saved (config, metrics, checkpoints, final model, result).
     ``echo`` prints each logged record as a line on standard error (for logs without a progress bar)."""
     experiment = build(config, data_root)  # data and model problems surface before anything is written
-    trainer = experiment.trainer(out_dir, progress=progress, echo=echo)
-    if out_dir is not None:
-        trainer.prepare_run(resolved_config(config), resume=resume, overwrite=overwrite, normalize=_resolved)
-    result = trainer.fit()
     source, target = config.data.source, config.data.target
     if target is None:
         task = source.name
@@ -274,24 +309,137 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
         task = f"{source.name}:{source.part}->{target.part}"
     else:
         task = f"{source.name}->{target.name}"
-    out = {"method": method_config(config).name, "task": task, **result}
+    extra = {"method": method_config(config).name, "task": task}  # in result.json too
     if experiment.test is not None:
-        out["test_set"] = f"{experiment.test.name}/{experiment.test.part}"
-    return out
+        extra["test_set"] = f"{experiment.test.name}/{experiment.test.part}"
+    trainer = experiment.trainer(out_dir, progress=progress, echo=echo, result_extra=extra)
+    if out_dir is not None:
+        trainer.prepare_run(resolved_config(config), resume=resume, overwrite=overwrite, normalize=_resolved)
+    result = trainer.fit()
+    return {**extra, **result}
 
 
-def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Experiment:
-    """Rebuild a saved run's experiment with its final weights loaded."""
+def _read_run(run_dir: str | Path) -> tuple[Config, Path]:
+    """A finished run's config (validated) and final weights file."""
     run_dir = Path(run_dir)
     config_path, weights = run_dir / "config.json", run_dir / "model.safetensors"
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir} is not a transferlab run (no config.json)")
     if not weights.is_file():
         raise CheckpointError(f"{run_dir} has no final model.safetensors: the run did not finish (resume it)")
-    config = load_config(raw=json.loads(config_path.read_text()))
+    try:
+        raw = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON ({exc}); it is not a usable run folder") from None
+    return load_config(raw=raw), weights
+
+
+def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Experiment:
+    """Rebuild a saved run's experiment (every set it was trained and evaluated on) with its final weights loaded.
+    To evaluate or predict, :func:`load_for_eval` loads only the set it needs."""
+    config, weights = _read_run(run_dir)
     experiment = build(config, data_root)
     try:
         experiment.method.load_state_dict(load_tensors(weights))
     except RuntimeError as exc:
         raise CheckpointError(f"{weights} does not match the run's model: {state_dict_mismatch(exc)}") from None
     return experiment
+
+
+def _run_test_set(config: Config, root: str | Path | None) -> DomainConfig | None:
+    """Where a run is evaluated (what :func:`build` loads as ``test``)."""
+    c = config
+    return c.data.test or (default_test(c.data.target, root) if c.data.target is not None else None)
+
+
+def load_for_eval(run_dir: str | Path, data_root: str | Path | None = None, on: DomainConfig | None = None) -> Experiment:
+    """A saved run's final model with only the one set it is evaluated on or predicts for: the run's test set, or
+    ``on`` (a part of any registered or imported dataset of the kind the model takes), prepared as the run prepared
+    its data, as the experiment's ``test``. The training data is never loaded (``source`` and ``target`` are
+    ``None``), so a missing or damaged training split does not stop an evaluation. Pretrained and ``encoder_init``
+    weights are not loaded either: the run's final weights replace them. ``transferlab eval|predict`` use it."""
+    c, weights = _read_run(run_dir)
+    root = data_root or c.data.root
+    method_cfg = method_config(c)
+    if not METHODS.get(method_cfg.name).classifies():
+        raise TransferlabError(f"{run_dir} is a pretraining run ({method_cfg.name}) with nothing to classify; evaluate "
+                               f"its transfer with `transferlab probe {run_dir} --labels-per-class K`")
+    own = _run_test_set(c, root)
+    reference = own or c.data.source  # the run's own data: its kind, label space and (stored) image size
+    ref_info = tl_data.lookup(reference.name, root)
+    kind = ref_info.kind
+    wanted = on or own
+    if wanted is None:
+        raise TransferlabError(f"{run_dir} has no test set (its config sets neither data.test nor data.target); "
+                               f"evaluate it on a labelled set with --on DATASET[:PART]")
+    on_kind = tl_data.lookup(wanted.name, root).kind
+    if on_kind != kind:
+        raise DataError(f"{wanted.name} holds {on_kind} data, but the run's model takes {kind} input "
+                        f"(it was trained on {reference.name}); choose a dataset of kind {kind}")
+    dataset = load_domain(wanted, root, c.seed)
+    if len(dataset) == 0:
+        raise DataError(f"{dataset.name}/{dataset.part} is empty: nothing to evaluate or predict")
+    if on is None:
+        num_classes = dataset.num_classes
+    else:
+        num_classes = len(reference.classes) if reference.classes else ref_info.num_classes
+    sets = [dataset]
+    if on is not None and kind == "image" and c.data.image_size is None:
+        # the model's input size is the stored size of the run's own images: the set is resized to it
+        sets = [load_domain(reference.model_copy(update={"labels_per_class": None}), root, c.seed)]
+    modality = make_modality(c, kind, sets)
+    dataset = modality.prepare(dataset)
+    method = _make_method(c, method_cfg, kind, modality, dataset, num_classes, initialise=False)
+    try:
+        method.load_state_dict(load_tensors(weights))
+    except RuntimeError as exc:
+        if on is None:
+            raise CheckpointError(f"{weights} does not match the run's model: {state_dict_mismatch(exc)}") from None
+        raise DataError(f"{dataset.name}/{dataset.part} does not fit the run's model (its input differs from the "
+                        f"data the run was trained on): {state_dict_mismatch(exc)}") from None
+    return Experiment(c, method, None, None, dataset, modality.transform, modality)
+
+
+def _eval_device(config: Config) -> torch.device:
+    cuda = config.train.device != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda" if cuda else "cpu")
+
+
+@torch.no_grad()
+def predict_proba(experiment: Experiment, dataset=None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Class probabilities ``(N, num_classes)`` (float32, on the CPU, in the set's order) of the experiment's model
+    on ``dataset`` (default: its ``test`` set), which must be prepared by ``experiment.modality``."""
+    dataset = experiment.test if dataset is None else dataset
+    c, method = experiment.config, experiment.method
+    device = torch.device(device) if device is not None else _eval_device(c)
+    method.to(device)
+    if getattr(experiment.transform, "channels_last", False):
+        method.to(memory_format=torch.channels_last)
+    was_training = method.training
+    method.eval()
+    bf16 = c.train.precision == "bf16"
+    out = []
+    try:
+        for batch in tl_data.iterate_batches(dataset, c.data.eval_batch_size, device=device,
+                                             transform=experiment.transform):
+            with torch.autocast(device.type, dtype=torch.bfloat16 if bf16 else torch.float32, enabled=bf16):
+                logits = method.predict_on(batch.x, "target")
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
+    finally:
+        method.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, method.num_classes)
+
+
+def evaluate_on(experiment: Experiment, dataset=None) -> dict[str, Any]:
+    """Accuracy (%) of the experiment's model on a labelled, prepared ``dataset`` (default: its ``test`` set)."""
+    dataset = experiment.test if dataset is None else dataset
+    if dataset.y is None:
+        raise DataError(f"{dataset.name}/{dataset.part} has no labels to evaluate against; "
+                        f"use `transferlab predict` for its class probabilities")
+    if dataset.num_classes != experiment.method.num_classes:
+        raise DataError(f"{dataset.name}/{dataset.part} has {dataset.num_classes} classes, but the run's model "
+                        f"predicts {experiment.method.num_classes}; accuracy needs one label space "
+                        f"(`transferlab predict` gives its probabilities all the same)")
+    probabilities = predict_proba(experiment, dataset)
+    correct = int((probabilities.argmax(dim=1) == dataset.y.cpu()).sum())
+    return {"acc": 100.0 * correct / max(len(dataset), 1), "samples": len(dataset)}

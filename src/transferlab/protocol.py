@@ -192,12 +192,12 @@ def run_grid(runs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequenc
              overrides: Sequence[str] = (), data_root: str | Path | None = None, command: str = "",
              log=print, target: str | None = None) -> list[dict[str, Any]]:
     """Run every cell not yet in ``out_dir/cells.jsonl``, then write ``results.json``, ``results.md`` and
-    ``accuracy_vs_labels.png`` there. ``jobs`` cells run at once in separate processes."""
+    ``accuracy_vs_labels.png`` there. ``jobs`` cells run at once in separate processes. Every run is checked
+    before ``out_dir`` is made, and a folder this call made is removed again if it stops before writing to it."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if labels is None:
         labels = downstream(read_run_config(runs[0]), target, runs[0]).labels_per_class
-    cells = grid_cells(runs, labels, strategies, seeds, target)
+    cells = grid_cells(runs, labels, strategies, seeds, target)  # reads every run: a bad path stops here
     done_path = out_dir / "cells.jsonl"
     done = {}
     if done_path.is_file():
@@ -209,6 +209,20 @@ def run_grid(runs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequenc
     other = sorted({row["target"] for row in done.values() if row.get("target", wanted) != wanted})
     if other:  # cells are keyed by strategy, k and seed: another target's cells must not count as done
         raise ConfigError(f"{out_dir} holds grid cells on {', '.join(other)}, not {wanted}; choose another --out")
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_cells(cells, done, out_dir, runs, jobs, overrides, data_root, command, log, target)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # nothing was written: leave no empty folder behind
+        raise
+
+
+def _run_cells(cells: list[Cell], done: dict[str, Any], out_dir: Path, runs: Sequence[str | Path], jobs: int,
+               overrides: Sequence[str], data_root: str | Path | None, command: str, log,
+               target: str | None) -> list[dict[str, Any]]:
+    done_path = out_dir / "cells.jsonl"
     todo = [c for c in cells if c.key not in done]
     log(f"grid: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run ({jobs} at a time)")
     threads = worker_threads(jobs)
@@ -244,7 +258,12 @@ def _task_name(configs: Sequence[Config], t: TransferConfig) -> str:
 
 def summarize_grid(rows: list[dict[str, Any]], runs: Sequence[str | Path], command: str,
                    target: str | None = None) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (strategy label, k): records in the benchmark schema."""
+    """Mean ± std over seeds per (strategy label, k): records in the benchmark schema.
+
+    A pretrained strategy's record gets ``gain_vs_scratch`` (its mean minus the scratch mean at the same k) and
+    ``negative_transfer``: true when both it and scratch were measured over at least 2 seeds and it lies below
+    scratch by more than the two standard deviations combined. With one seed no spread is measured, so a drop
+    is reported (``gain_vs_scratch``) but never flagged."""
     import datetime as dt
 
     configs = [read_run_config(run) for run in runs]
@@ -271,7 +290,8 @@ def summarize_grid(rows: list[dict[str, Any]], runs: Sequence[str | Path], comma
         base = scratch.get(r["labels_per_class"])
         if base is not None and r["method"] != "scratch":
             r["gain_vs_scratch"] = r["mean"] - base["mean"]
-            r["negative_transfer"] = r["gain_vs_scratch"] < -(r["std"] + base["std"])
+            spread = r["n_seeds"] >= 2 and base["n_seeds"] >= 2  # one seed measures no spread: nothing to exceed
+            r["negative_transfer"] = spread and r["gain_vs_scratch"] < -(r["std"] + base["std"])
     return records
 
 
@@ -288,12 +308,24 @@ def grid_table(records: list[dict[str, Any]]) -> str:
     cell = {(r["method"], r["labels_per_class"]): r for r in records}
     lines = [f"Task: {records[0]['task']}. Target test accuracy (%), mean ± std over seeds, by labels per class.", "",
              "| strategy | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+
+    def mark(r: dict[str, Any]) -> str:
+        if r.get("negative_transfer"):
+            return " ↓"
+        if "gain_vs_scratch" not in r or r["gain_vs_scratch"] >= 0:
+            return ""
+        base = cell.get(("scratch", r["labels_per_class"]), {})
+        unmeasured = r["n_seeds"] < 2 or base.get("n_seeds", 1) < 2  # a drop without a spread to compare it with
+        return f" ({r['gain_vs_scratch']:+.1f})" if unmeasured else ""
+
     for label in labels:
-        cells = [f"{cell[label, k]['mean']:.1f} ± {cell[label, k]['std']:.1f}" + (" ↓" if cell[label, k].get("negative_transfer") else "")
+        cells = [f"{cell[label, k]['mean']:.1f} ± {cell[label, k]['std']:.1f}" + mark(cell[label, k])
                  if (label, k) in cell else "–" for k in ks]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     first = records[0]
-    lines += ["", "↓ negative transfer: below training from scratch by more than the two standard deviations combined.",
+    lines += ["", "↓ negative transfer: below training from scratch by more than the two standard deviations combined "
+              "(needs 2 or more seeds; with one seed no spread is measured: a drop below scratch is shown as (-x.x), "
+              "not flagged).",
               f"Seeds: {first['n_seeds']}; device: {first['device']}; {first['date']}.", f"Command: `{first['command']}`"]
     return "\n".join(lines) + "\n"
 

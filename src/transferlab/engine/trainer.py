@@ -124,12 +124,13 @@ class Trainer:
                  eval_batch_size: int = 1024, seed: int = 0, out_dir: str | Path | None = None,
                  backbone_lr_scale: float = 1.0, progress: bool = True, resume: bool = False,
                  echo: bool = False, max_device_bytes: int = 2 << 30, bucket: bool = True,
-                 _emulate_graphs: bool = False) -> None:
+                 result_extra: dict[str, Any] | None = None, _emulate_graphs: bool = False) -> None:
         from accelerate import PartialState
 
         self.cfg = train or TrainConfig()
         self.optim_cfg = optim or OptimConfig()
         self.echo = echo  # one line per logged record on standard error (the CLI's --no-progress)
+        self.result_extra = dict(result_extra or {})  # fields the result (and result.json) begins with: task, method
         cpu = self.cfg.device == "cpu" or (self.cfg.device == "auto" and not torch.cuda.is_available())
         if self.cfg.device == "cuda" and not torch.cuda.is_available():
             raise TransferlabError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
@@ -535,6 +536,7 @@ class Trainer:
             self.state.wait_for_everyone()
             return {"step": self.step, "stopped_early": True}
         result = {
+            **self.result_extra,
             "step": self.step,
             **(final_metrics if final_metrics is not None else self.evaluate()),  # the last step's eval, not a second pass
             # train_seconds covers every segment of a resumed run; steps_per_s is this process's segment

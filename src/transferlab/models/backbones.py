@@ -10,6 +10,7 @@ on a network: with no local weights the error says where to put them.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -186,6 +187,73 @@ def _torchvision(name: str, pretrained: bool | str) -> nn.Module:
     raise TransferlabError(f"cannot find the classification layer of torchvision:{name} to use it as a backbone")
 
 
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached now (``HF_HUB_OFFLINE``, or no answer from its host within
+    ``timeout`` seconds), or None when it may be. Without this, an offline machine waits about a minute on the
+    hub client's retries before the same error."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    if constants.is_offline_mode():
+        return "huggingface_hub is in offline mode"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # through a proxy: a direct connection says nothing
+    return _no_answer(constants.ENDPOINT, timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _no_answer(endpoint: str, timeout: float) -> str | None:
+    """A TCP connection to the endpoint's host, given ``timeout`` seconds in all (name lookup included)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    outcome: dict = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["ok"] = True
+        except OSError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if outcome.get("ok"):
+        return None
+    return f"{host} cannot be reached ({outcome.get('error') or f'no answer within {timeout:.0f} s'})"
+
+
+def _timm_cached_weights(name: str) -> str | None:
+    """A local copy of timm's pretrained weights for ``name`` (Hugging Face hub cache, or torch.hub's for
+    URL weights), or None."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        for filename in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]):
+            found = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=constants.HF_HUB_CACHE)
+            if isinstance(found, str):
+                return found
+    if cfg.url:
+        from urllib.parse import urlparse
+
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        if path.is_file():
+            return str(path)
+    return None
+
+
 def _timm(name: str, pretrained: bool | str, in_channels: int) -> nn.Module:
     import timm
 
@@ -197,6 +265,16 @@ def _timm(name: str, pretrained: bool | str, in_channels: int) -> nn.Module:
         kwargs["pretrained"] = True
     else:
         kwargs["pretrained"] = bool(pretrained)
+        offline = _hub_unreachable() if pretrained else None
+        if offline is not None:  # fail fast, or load the cached copy without asking the hub
+            cached = _timm_cached_weights(name)
+            if cached is None:
+                raise TransferlabError(
+                    f"timm:{name} with model.pretrained: true needs its weights from the Hugging Face hub, but {offline} "
+                    f"and they are not in the local cache. Download them once where there is a network (python -c "
+                    f"\"import timm; timm.create_model('{name}', pretrained=True)\"), or put the weights file "
+                    f"somewhere local and set model.pretrained to its path.")
+            kwargs["pretrained_cfg_overlay"] = {"file": cached}
     try:
         model = timm.create_model(name, **kwargs)
     except Exception as exc:  # noqa: BLE001  (hub errors come in many types)
@@ -225,6 +303,9 @@ def create_backbone(name: str, *, in_channels: int = 3, image_size: int = 224, i
     if name.startswith("timm:"):
         return _timm(name.split(":", 1)[1], pretrained, in_channels)
     factory = BACKBONES.get(name)
+    if name == "mlp" and in_features is None:
+        raise TransferlabError("backbone 'mlp' takes feature vectors (datasets of kind features); this data is "
+                               "images: choose lenet, dtn, torchvision:<name> or timm:<name>")
     try:
         model = factory(in_channels=in_channels, image_size=image_size, in_features=in_features, mlp=mlp)
     except RuntimeError as exc:  # e.g. an image too small for the network's convolutions
