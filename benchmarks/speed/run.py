@@ -531,6 +531,9 @@ def _write(out: Path, previous: list[dict], records: list[dict], skipped: list[t
         table += ["", "All figures above are CPU figures; GPU figures are pending."]
     if skipped:
         table += ["", "Skipped: " + "; ".join(f"{c} {p} compile={m} ({why})" for c, p, m, why in skipped) + "."]
+    from modalities import markdown_section  # text and audio records (samples_per_s), written by modalities.py
+
+    table += markdown_section(merged)
     out.with_suffix(".md").write_text("\n".join(table) + "\n")
 
 
