@@ -11,7 +11,6 @@ import inspect
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from .errors import TransferlabError
@@ -24,22 +23,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo_config
-    from .experiment import train
+    from .demo import BASELINE, check_demo, demo_config, run_demo
 
-    print("transferlab demo: digits (grey, 8x8) -> digits_m (other digits on colour photos), LeNet, "
-          f"{demo_config('dann', args.iterations).train.iterations} iterations, seed {args.seed}", flush=True)
-    rows, accuracy = [], {}
-    for method in ("source_only", "dann"):
-        started = time.perf_counter()
-        result = train(demo_config(method, args.iterations, args.seed), None, progress=not args.no_progress)
-        accuracy[method] = result["target_test/acc"]
-        rows.append([method, f"{result['target_test/acc']:.1f}", f"{time.perf_counter() - started:.1f}"])
-        print(f"  {method:<12} target accuracy {result['target_test/acc']:.1f}%", flush=True)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    config = demo_config(None, args.iterations, args.seed, args.set)
+    method = config.method["name"]
+    check_demo(seeds, method)
+    print(f"transferlab demo: digits (grey, 8x8) -> {config.data.target.name} (other digits on colour photos), "
+          f"{config.model.backbone}, source-only vs {method}, {config.train.iterations} iterations, "
+          f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}", flush=True)
+    summary = run_demo(args.out, seeds=seeds, iterations=args.iterations, overrides=args.set,
+                       tsne=not args.no_tsne, progress=not args.no_progress, report=lambda line: print(line, flush=True))
+    rows = [[m, *(f"{a:.1f}" for a in summary["accuracy"][m]),
+             f"{sum(summary['train_seconds'][m]) / len(seeds):.1f}"] for m in (BASELINE, method)]
     print()
-    print(table(rows, ["method", "target acc %", "seconds"]))
-    gain = accuracy["dann"] - accuracy["source_only"]
-    print(f"\nDANN vs source-only on the target: {gain:+.1f} points ({result['device']}).")
+    print(table(rows, ["method", *(f"seed {s} acc %" for s in seeds), "train s / run"]))
+    gains = summary["gain"]
+    print(f"\n{method} vs source-only on the target: {sum(gains) / len(gains):+.1f} points"
+          f"{' (mean of ' + str(len(seeds)) + ' seeds)' if len(seeds) > 1 else ''} ({summary['device']}).")
+    print(f"table: {Path(args.out) / 'results.md'}"
+          + ("" if args.no_tsne else f"; t-SNE before/after adaptation: {Path(args.out) / 'tsne.png'}"))
     return 0
 
 
@@ -343,9 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"transferlab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="source-only vs DANN on the embedded digits shift (no download, < 1 min on CPU)")
-    p.add_argument("--iterations", type=int, help="default: the embedded config's 600")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("demo", help="source-only vs DANN on the embedded digits shift, table and t-SNE (no download, "
+                       "< 1 min on CPU)")
+    p.add_argument("--out", default=str(Path("runs") / "demo"),
+                   help="folder for results.md, results.json, tsne.png and the runs (default: runs/demo; the demo's "
+                        "own earlier runs there are replaced)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds, from --seed on (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument("--iterations", type=int, help="default: the packaged config's train.iterations")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the packaged config (repeatable), e.g. method.trade_off=0.5")
+    p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE picture")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
