@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import re
 import secrets
@@ -36,6 +35,7 @@ import numpy as np
 from ..errors import DataError
 from .datasets import DATASETS, MANIFEST, SUFFIXES, _check_arrays, read_manifest, read_npz
 from .fetch import sha256_file
+from .modality import resample
 from .root import data_root
 
 KINDS = ("images", "text", "audio", "arrays")
@@ -316,7 +316,6 @@ def read_audio(source: Path, *, manifest: Path | None = None, sample_rate: int |
     """A folder of audio files and a manifest CSV (``path``, ``label`` and/or ``transcript``, optional ``speaker``,
     other columns kept as strings); every file decoded, averaged to mono, resampled to one rate, stored int16."""
     import soundfile
-    from scipy.signal import resample_poly
 
     if not source.is_dir():
         raise DataError(f"{source} is not a folder; `import audio` takes the folder of the audio files")
@@ -386,9 +385,7 @@ def read_audio(source: Path, *, manifest: Path | None = None, sample_rate: int |
             continue
         rates[rate] += 1
         target = target or rate
-        if rate != target:
-            g = math.gcd(target, rate)
-            samples = resample_poly(samples, target // g, rate // g)
+        samples = resample(samples, rate, target)
         clips.append(np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16))
         records.append({**record, "label": label, "transcript": transcript.strip(), "path": relative})
     problems.check()

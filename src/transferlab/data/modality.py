@@ -107,7 +107,8 @@ class Features(Modality):
         if self.normalize == "l1":
             x = x / x.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)
         else:
-            x = (x - x.mean(dim=0)) / x.std(dim=0, unbiased=False).masked_fill(x.std(dim=0, unbiased=False) < 1e-8, 1.0)
+            std = x.std(dim=0, unbiased=False)
+            x = (x - x.mean(dim=0)) / std.masked_fill(std < 1e-8, 1.0)
         return replace(dataset, x=x)
 
     def input_spec(self, dataset) -> InputSpec:
@@ -219,6 +220,19 @@ def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
 # --- audio ---------------------------------------------------------------------------------------------------
 
 
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``wave`` from ``rate`` to ``target`` Hz with SciPy's polyphase filter (what the audio modality and the audio
+    importer both use)."""
+    if rate == target:
+        return wave
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(target, rate)
+    return resample_poly(wave, target // g, rate // g)
+
+
 @dataclass
 class Audio(Modality):
     sample_rate: int = 16_000
@@ -234,13 +248,8 @@ class Audio(Modality):
         data = dataset.data
         rows = None
         if dataset.sample_rate != self.sample_rate:
-            from math import gcd
-
-            from scipy.signal import resample_poly
-
-            g = gcd(self.sample_rate, int(dataset.sample_rate))
-            up, down = self.sample_rate // g, int(dataset.sample_rate) // g
-            rows = [resample_poly(data.row(i).numpy(), up, down).astype(np.float32) for i in range(len(data))]
+            rows = [resample(data.row(i).numpy(), int(dataset.sample_rate), self.sample_rate).astype(np.float32)
+                    for i in range(len(data))]
         limit = int(self.max_seconds * self.sample_rate) if self.max_seconds else None
         if self.normalize or limit or rows is not None:
             rows = rows if rows is not None else [data.row(i).numpy() for i in range(len(data))]

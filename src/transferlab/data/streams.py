@@ -261,7 +261,7 @@ def iterate_batches(dataset, batch_size: int, *, device: torch.device | str = "c
     rank, world = shard
     index = torch.arange(rank, len(dataset), world)
     lengths = getattr(dataset, "lengths", None)
-    if sort_by_length and lengths is not None and not isinstance(dataset, ArrayDataset):
+    if sort_by_length and lengths is not None:
         index = index[torch.sort(lengths[index], stable=True).indices]
     for start in range(0, len(index), batch_size):
         rows = index[start : start + batch_size]
