@@ -127,6 +127,10 @@ class ModelConfig(_Strict):
     bottleneck_dim: NonNegativeInt = 256
     backbone_lr_scale: PositiveFloat = 1.0
     """Learning-rate multiplier for the backbone (0.1 is usual for pretrained backbones)."""
+    layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)
+    """Layer-wise learning-rate decay: the backbone's last stage trains at ``backbone_lr_scale``, each stage before it
+    at this factor less (0.8–0.95 is usual for fine-tuning transformers; stages: embeddings + one per transformer
+    layer for ``hf:`` backbones, weight layers for the others). 1: one rate for the whole backbone."""
     encoder_init: str | None = None
     """A transferlab run folder (or its ``model.safetensors``) whose encoder weights (backbone and
     bottleneck) initialise this run's encoder: how a pretrained run is transferred."""

@@ -54,7 +54,8 @@ class Experiment:
             eval_sets={"target_test": self.test} if self.test is not None and self.method.classifies() else {},
             transform=self.transform,
             train=c.train, optim=c.optim, batch_size=batch_size, eval_batch_size=c.data.eval_batch_size,
-            seed=c.seed, out_dir=out_dir, backbone_lr_scale=c.model.backbone_lr_scale, progress=progress, resume=resume,
+            seed=c.seed, out_dir=out_dir, backbone_lr_scale=c.model.backbone_lr_scale,
+            layer_lr_decay=c.model.layer_lr_decay, progress=progress, resume=resume,
             bucket=c.data.bucket_by_length, **engine_options,
         )
 

@@ -122,7 +122,8 @@ class Trainer:
                  eval_sets: dict[str, ArrayDataset] | None = None, transform: Callable | None = None,
                  train: TrainConfig | None = None, optim: OptimConfig | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, seed: int = 0, out_dir: str | Path | None = None,
-                 backbone_lr_scale: float = 1.0, progress: bool = True, resume: bool = False,
+                 backbone_lr_scale: float = 1.0, layer_lr_decay: float = 1.0, progress: bool = True,
+                 resume: bool = False,
                  echo: bool = False, max_device_bytes: int = 2 << 30, bucket: bool = True,
                  result_extra: dict[str, Any] | None = None, _emulate_graphs: bool = False) -> None:
         from accelerate import PartialState
@@ -175,12 +176,15 @@ class Trainer:
                               max_device_bytes=max_device_bytes, bucket=bucket)
             for name, labelled in method.inputs.items()
         }
-        backbone_params = {id(p) for name, m in method.named_modules() if name.split(".")[-1] == "backbone"
-                           for p in m.parameters()}
+        # Learning-rate multipliers come from the modules that know their backbone (Encoder.lr_scales), not from names.
+        lr_scales: dict[int, float] = {}
+        for m in method.modules():
+            if callable(getattr(m, "lr_scales", None)):
+                lr_scales.update(m.lr_scales(backbone_lr_scale, layer_lr_decay))
         requests = method.optimizers()
         graph = self.cfg.cuda_graph and (self.device.type == "cuda" or _emulate_graphs)
         self.optimizers = {
-            name: build_optimizer(req, self.optim_cfg, lambda p: backbone_lr_scale if id(p) in backbone_params else 1.0,
+            name: build_optimizer(req, self.optim_cfg, lambda p: lr_scales.get(id(p), 1.0),
                                   fused=self.device.type == "cuda", graph=graph)
             for name, req in requests.items()
         }

@@ -71,6 +71,22 @@ class HFEncoder(nn.Module):
     def backbone_parameters(self):
         return self.model.parameters()
 
+    def lr_stages(self) -> list[list[nn.Parameter]]:
+        """Stages for layer-wise learning-rate decay: everything before the first transformer layer (embeddings; for
+        audio the waveform encoder, projection and positional convolution), then one stage per layer; what comes
+        after the layers (a final norm, a pooler) joins the last layer's stage."""
+        layers = self.layers()
+        in_layers = {id(p) for layer in layers for p in layer.parameters()}
+        stages: list[list[nn.Parameter]] = [[], *([p for p in layer.parameters()] for layer in layers)]
+        encoder = getattr(self.model, "encoder", None)
+        after = {id(p) for name in ("pooler",) for p in getattr(self.model, name, nn.Module()).parameters()}
+        after |= {id(p) for p in getattr(encoder, "layer_norm", nn.Module()).parameters()} \
+            if getattr(self.model.config, "do_stable_layer_norm", False) else set()
+        for p in self.model.parameters():
+            if id(p) not in in_layers:
+                stages[-1 if id(p) in after else 0].append(p)
+        return stages
+
     def sequence(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position hidden states ``(B, T, D)`` and the mask of real positions ``(B, T)`` at the model's rate."""
         hidden = self.model(**inputs).last_hidden_state

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .layers import lr_stages
+
 
 class Encoder(nn.Module):
     """Backbone followed by an optional bottleneck ``Linear -> BatchNorm -> ReLU`` (as in TLlib/CDAN).
@@ -29,6 +31,18 @@ class Encoder(nn.Module):
 
     def forward(self, x) -> torch.Tensor:
         return self.bottleneck(self.backbone(x))
+
+    def lr_scales(self, backbone_scale: float = 1.0, layer_decay: float = 1.0) -> dict[int, float]:
+        """Learning-rate multipliers by ``id(parameter)`` for the backbone: ``backbone_scale`` at its last stage and
+        ``layer_decay`` less per stage towards the input (stage i of n gets ``backbone_scale·layer_decay^(n−1−i)``).
+        The bottleneck and everything outside the encoder keep the optimizer's lr. The engine reads this from every
+        module that has it, so no name is special."""
+        stages = lr_stages(self.backbone)
+        scales = {id(p): backbone_scale * layer_decay ** (len(stages) - 1 - i)
+                  for i, stage in enumerate(stages) for p in stage}
+        for p in self.backbone.parameters():
+            scales.setdefault(id(p), backbone_scale)
+        return scales
 
 
 class DomainDiscriminator(nn.Module):

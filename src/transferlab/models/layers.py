@@ -1,5 +1,6 @@
 """Layer-wise transfer: copy or freeze the first n layers of an encoder (Yosinski et al., "How
-transferable are features in deep neural networks?", NeurIPS 2014; partial layer transfer).
+transferable are features in deep neural networks?", NeurIPS 2014; partial layer transfer), and the stages that
+layer-wise learning-rate decay scales (Howard & Ruder, ULMFiT 2018; Clark et al., ELECTRA 2020).
 
 A *layer* is a module that owns weights (convolution, linear, embedding, ...), in the order the
 modules were registered, with a normalisation layer (BatchNorm, LayerNorm, GroupNorm) counted as
@@ -49,3 +50,14 @@ def freeze_layers(module: nn.Module, n: int) -> None:
     for layer in _check(module, n, "model.freeze_layers")[:n]:
         for name in layer:
             module.get_submodule(name).requires_grad_(False)
+
+
+def lr_stages(backbone: nn.Module) -> list[list[nn.Parameter]]:
+    """The backbone's parameters in stages, input to output, for layer-wise learning-rate decay: the backbone's own
+    ``lr_stages()`` where it has one (a Hugging Face encoder: embeddings, then one stage per transformer layer),
+    else its :func:`encoder_layers`."""
+    own = getattr(backbone, "lr_stages", None)
+    if callable(own):
+        return own()
+    return [[p for name in layer for p in backbone.get_submodule(name).parameters(recurse=False)]
+            for layer in encoder_layers(backbone)]
