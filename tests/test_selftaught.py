@@ -328,6 +328,18 @@ def test_select_classes_relabels_in_the_given_order():
         select_classes(_toy_set(), [3, 3])
 
 
+def test_select_classes_merges_label_groups_and_drops_the_rest():
+    subset = select_classes(_toy_set(n_per_class=2, classes=5), [[0, 1], [3, 2]])  # label 4 dropped
+    assert subset.num_classes == 2 and len(subset) == 8
+    assert subset.y.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert subset.x[:, 0, 0].tolist() == list(range(8))
+    assert subset.classes == ["0+1", "3+2"]
+    with pytest.raises(DataError, match="distinct labels"):
+        select_classes(_toy_set(), [[0, 1], [1, 2]])
+    with pytest.raises(DataError, match="distinct labels"):
+        select_classes(_toy_set(), [[0], []])
+
+
 def test_labels_per_class_draws_k_of_each_class_reproducibly():
     data = _toy_set()
     a, b, c = labels_per_class(data, 2, seed=0), labels_per_class(data, 2, seed=0), labels_per_class(data, 2, seed=1)

@@ -23,15 +23,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TranslateConfig(_Strict):
+    """Machine-translate a text set when it is loaded (translate-test: the target test set into the source language;
+    translate-train: the source training set into the target language). Translations are cached on disk
+    (``$TRANSFERLAB_CACHE/translations.sqlite``), keyed by back-end and text, so a rerun never re-translates."""
+
+    backend: str
+    """``apertium`` (the Apertium rule-based engine; Debian packages apertium-eng-spa, -eng-cat, -eu-en),
+    ``dictionary:<lexicon file, or opener-apertium | opener-bingliu | muse>`` (word by word) or ``hf:<seq2seq model
+    name or folder>`` (Marian-style)."""
+    target: str = "en"
+    """Language to translate into (ISO 639-1 code)."""
+    source: str | None = None
+    """Language of the set; default: its language column, else the prefix of its part (``es_test`` -> ``es``)."""
+
+
 class DomainConfig(_Strict):
     name: str
     """A registered dataset (``transferlab datasets list``)."""
     part: str = "train"
     """A split (train/test) or a domain (amazon, webcam, ...)."""
-    classes: list[NonNegativeInt] | None = None
-    """Keep only these labels, relabelled 0..len-1 in this order (e.g. [5, 6, 7, 8, 9])."""
+    classes: list[NonNegativeInt | list[NonNegativeInt]] | None = None
+    """Keep only these labels, relabelled 0..len-1 in this order (e.g. [5, 6, 7, 8, 9]); a list entry merges labels
+    into one class (``[[0, 1], [2, 3]]``: OpeNER's binary view, negative vs positive)."""
     labels_per_class: PositiveInt | None = None
     """Keep only this many samples of each class, drawn by the run's seed (few-label transfer)."""
+    translate: TranslateConfig | None = None
+    """Text sets: machine-translate the sentences when loading (translate-test / translate-train)."""
+    label: str | None = None
+    """The name this set's metrics are reported under (``data.eval``); default: its part (``es_test``), with
+    ``@<back-end>`` when translated."""
 
 
 class TextConfig(_Strict):
@@ -73,6 +94,9 @@ class DataConfig(_Strict):
     """The unlabelled target domain (domain adaptation methods only)."""
     test: DomainConfig | None = None
     """Labelled data the final model is evaluated on; default: the target's ``test`` part (none without a target)."""
+    eval: list[DomainConfig] = Field(default_factory=list)
+    """More labelled sets evaluated next to ``test`` (e.g. every target language of a zero-shot run); their metrics
+    are logged as ``<label>/acc`` and ``<label>/macro_f1``. Never used for training or model selection."""
     image_size: PositiveInt | None = None
     """Resize images to this square size; ``null`` keeps the stored size."""
     channels: Literal[1, 3] = 1

@@ -11,6 +11,7 @@ config is loaded.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 
 from . import config as schema
 from . import data as tl_data
-from .config import Config, DomainConfig
+from .config import Config, DomainConfig, TranslateConfig
 from .data import ArrayDataset
 from .data.modality import feature_dim
 from .data.datasets import labels_per_class, select_classes
@@ -43,6 +44,8 @@ class Experiment:
     test: ArrayDataset | None
     transform: Any
     modality: Any = None
+    extra_tests: dict[str, ArrayDataset] = dataclasses.field(default_factory=dict)
+    """``data.eval``: more labelled sets, by label, evaluated next to ``test``."""
 
     def trainer(self, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
                 **engine_options: Any) -> Trainer:
@@ -51,7 +54,8 @@ class Experiment:
         batch_size = min(c.data.batch_size, len(labelled)) if labelled is not None else c.data.batch_size
         return Trainer(
             self.method, self.source, self.target if "target" in self.method.inputs else None,
-            eval_sets={"target_test": self.test} if self.test is not None and self.method.classifies() else {},
+            eval_sets=({"target_test": self.test} if self.test is not None else {}) | self.extra_tests
+            if self.method.classifies() else {},
             transform=self.transform,
             train=c.train, optim=c.optim, batch_size=batch_size, eval_batch_size=c.data.eval_batch_size,
             seed=c.seed, out_dir=out_dir, backbone_lr_scale=c.model.backbone_lr_scale,
@@ -126,11 +130,44 @@ def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> Arr
     """One configured set: a registered dataset's part, optionally restricted to some classes and to
     ``labels_per_class`` samples of each (drawn by ``seed``)."""
     dataset = tl_data.load(domain.name, domain.part, root)
+    if domain.translate is not None:
+        dataset = translate_set(dataset, domain.translate, root)
     if domain.classes is not None:
         dataset = select_classes(dataset, domain.classes)
     if domain.labels_per_class is not None:
         dataset = labels_per_class(dataset, domain.labels_per_class, seed)
     return dataset
+
+
+def translate_set(dataset, cfg: TranslateConfig, root: str | Path | None = None):
+    """The text set with every sentence machine-translated (cached on disk), tagged with the target language."""
+    from .data.samples import TextDataset
+    from .data.translate import cached, make_translator
+
+    if not isinstance(dataset, TextDataset):
+        raise ConfigError(f"translate: {dataset.name}/{dataset.part} holds {dataset.kind} data; only text sets can "
+                          f"be translated")
+    source = cfg.source
+    if source is None and dataset.languages and len(set(dataset.languages)) == 1:
+        source = dataset.languages[0]
+    if source is None and "_" in dataset.part:
+        source = dataset.part.split("_", 1)[0]
+    if source is None:
+        raise ConfigError(f"translate: the language of {dataset.name}/{dataset.part} is unknown; set "
+                          f"translate.source (e.g. es)")
+    if source == cfg.target:
+        return dataset
+    translator = cached(make_translator(cfg.backend, source, cfg.target, data_root=tl_data.data_root(root)))
+    texts = translator.translate(list(dataset.texts))
+    return dataclasses.replace(dataset, texts=texts, languages=[cfg.target] * len(texts),
+                               part=f"{dataset.part}@{cfg.backend.split(':', 1)[0]}")
+
+
+def eval_label(domain: DomainConfig) -> str:
+    """The key an evaluation set's metrics are logged under."""
+    if domain.label:
+        return domain.label
+    return domain.part + (f"@{domain.translate.backend.split(':', 1)[0]}" if domain.translate else "")
 
 
 def default_test(target: DomainConfig, root: str | Path | None = None) -> DomainConfig:
@@ -253,24 +290,30 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
         raise ConfigError(f"method {method_cfg.name} adapts to a target domain: set data.target")
     test_cfg = c.data.test or (default_test(c.data.target, root) if c.data.target is not None else None)
     test = load_domain(test_cfg, root, c.seed) if test_cfg is not None else None
-    for role, dataset in (("target", target), ("test", test)):
+    extra = {eval_label(d): load_domain(d, root, c.seed) for d in c.data.eval}
+    if len(extra) != len(c.data.eval) or "target_test" in extra:
+        raise ConfigError("data.eval: two sets have the same label (or 'target_test'); give each a distinct label")
+    for role, dataset in (("target", target), ("test", test), *(("data.eval", d) for d in extra.values())):
         if dataset is not None and len(dataset) == 0:
             raise DataError(f"{role} data is empty ({dataset.name}/{dataset.part}): nothing to adapt to or evaluate on")
-    labelled = [d for d in (source if method_cls.inputs.get("source") else None, target, test) if d is not None]
+    labelled = [d for d in (source if method_cls.inputs.get("source") else None, target, test, *extra.values())
+                if d is not None]
     if len({d.num_classes for d in labelled}) > 1:
         raise DataError(
             "label spaces differ: " + ", ".join(f"{d.name}/{d.part} has {d.num_classes} classes" for d in labelled)
             + "; training and evaluation need one label space"
         )
     num_classes = labelled[0].num_classes if labelled else source.num_classes
-    kinds = {f"{d.name}/{d.part}": tl_data.lookup(d.name, root).kind for d in (source, target, test) if d is not None}
+    kinds = {f"{d.name}/{d.part}": tl_data.lookup(d.name, root).kind
+             for d in (source, target, test, *extra.values()) if d is not None}
     if len(set(kinds.values())) > 1:
         raise DataError(f"the sets are of different kinds ({kinds}); one model takes one kind of input")
     kind = next(iter(kinds.values()))
-    modality = make_modality(c, kind, [d for d in (source, target, test) if d is not None])
+    modality = make_modality(c, kind, [d for d in (source, target, test, *extra.values()) if d is not None])
     source, target, test = (modality.prepare(d) if d is not None else None for d in (source, target, test))
+    extra = {label: modality.prepare(d) for label, d in extra.items()}
     method = _make_method(c, method_cfg, kind, modality, source, num_classes)
-    return Experiment(c, method, source, target, test, modality.transform, modality)
+    return Experiment(c, method, source, target, test, modality.transform, modality, extra)
 
 
 def _make_method(c: Config, method_cfg: MethodConfig, kind: str, modality: tl_data.Modality, probe,
@@ -432,7 +475,8 @@ def predict_proba(experiment: Experiment, dataset=None, device: torch.device | s
 
 
 def evaluate_on(experiment: Experiment, dataset=None) -> dict[str, Any]:
-    """Accuracy (%) of the experiment's model on a labelled, prepared ``dataset`` (default: its ``test`` set)."""
+    """Accuracy and macro-F1 (%) of the experiment's model on a labelled, prepared ``dataset`` (default: its ``test``
+    set)."""
     dataset = experiment.test if dataset is None else dataset
     if dataset.y is None:
         raise DataError(f"{dataset.name}/{dataset.part} has no labels to evaluate against; "
@@ -441,6 +485,9 @@ def evaluate_on(experiment: Experiment, dataset=None) -> dict[str, Any]:
         raise DataError(f"{dataset.name}/{dataset.part} has {dataset.num_classes} classes, but the run's model "
                         f"predicts {experiment.method.num_classes}; accuracy needs one label space "
                         f"(`transferlab predict` gives its probabilities all the same)")
-    probabilities = predict_proba(experiment, dataset)
-    correct = int((probabilities.argmax(dim=1) == dataset.y.cpu()).sum())
-    return {"acc": 100.0 * correct / max(len(dataset), 1), "samples": len(dataset)}
+    from .engine.metrics import classification_metrics
+
+    k = experiment.method.num_classes
+    predicted = predict_proba(experiment, dataset).argmax(dim=1)
+    confusion = torch.bincount(dataset.y.cpu() * k + predicted, minlength=k * k).view(k, k)
+    return {**classification_metrics(confusion), "samples": len(dataset)}

@@ -174,18 +174,23 @@ class ArrayDataset:
         return replace(self, y=y, num_classes=num_classes, classes=classes)
 
 
-def select_classes(dataset: ArrayDataset, classes: list[int]) -> ArrayDataset:
-    """The samples of ``classes`` only, relabelled ``classes[i] -> i`` (e.g. digits 5-9 as a 5-class task)."""
+def select_classes(dataset: ArrayDataset, classes: list[int | list[int]]) -> ArrayDataset:
+    """The samples of ``classes`` only, relabelled ``classes[i] -> i`` (e.g. digits 5-9 as a 5-class task). An entry
+    may be a list of labels merged into one class: ``[[0, 1], [2, 3]]`` turns OpeNER's strong/weak negative and
+    positive into a binary task (label 4, mixed, is dropped)."""
     if dataset.y is None:
         raise DataError(f"{dataset.name}/{dataset.part} has no labels to select classes by")
-    bad = [c for c in classes if not 0 <= c < dataset.num_classes]
-    if bad or len(set(classes)) != len(classes) or not classes:
-        raise DataError(f"classes {classes} must be distinct labels in 0..{dataset.num_classes - 1} "
-                        f"of {dataset.name}")
+    groups = [list(c) if isinstance(c, (list, tuple)) else [c] for c in classes]
+    flat = [c for group in groups for c in group]
+    bad = [c for c in flat if not 0 <= c < dataset.num_classes]
+    if bad or len(set(flat)) != len(flat) or not classes or not all(groups):
+        raise DataError(f"classes {classes} must be distinct labels (or non-empty lists of labels) in "
+                        f"0..{dataset.num_classes - 1} of {dataset.name}")
     mapping = torch.full((dataset.num_classes,), -1, dtype=torch.long)
-    mapping[torch.tensor(classes)] = torch.arange(len(classes))
+    for i, group in enumerate(groups):
+        mapping[torch.tensor(group)] = i
     keep = torch.nonzero(mapping[dataset.y] >= 0).squeeze(1)
-    names = [dataset.classes[c] for c in classes] if dataset.classes else [str(c) for c in classes]
+    names = ["+".join(dataset.classes[c] if dataset.classes else str(c) for c in group) for group in groups]
     kept = dataset.subset(keep)
     return kept.with_labels(mapping[kept.y], len(classes), names)
 

@@ -9,8 +9,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import TransferlabError
 from .checkpoint import atomic_write_text
+
+def classification_metrics(confusion: torch.Tensor) -> dict[str, float]:
+    """Accuracy and macro-F1 (both %) from a confusion matrix ``confusion[true, predicted]`` of counts (summed over
+    processes before this is called). Macro-F1 averages the per-class F1 over the classes that occur in the labels
+    or the predictions (scikit-learn's ``f1_score(average="macro")`` on the same predictions, with its zero for a
+    class that is predicted but never true)."""
+    confusion = confusion.double()
+    total = confusion.sum()
+    tp = confusion.diagonal()
+    true, predicted = confusion.sum(1), confusion.sum(0)
+    present = (true + predicted) > 0
+    f1 = torch.where(present, 2 * tp / (true + predicted).clamp_min(1), torch.zeros_like(tp))
+    return {"acc": 100.0 * (tp.sum() / total.clamp_min(1)).item(),
+            "macro_f1": 100.0 * (f1[present].mean().item() if present.any() else 0.0)}
+
 
 TRACKERS = {  # config name -> (accelerate.tracking class, the package it needs)
     "tensorboard": ("TensorBoardTracker", "tensorboard"),

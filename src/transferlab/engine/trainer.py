@@ -36,7 +36,7 @@ from ..methods.base import Method
 from ..schedules import Schedule
 from . import distributed, graphs
 from .checkpoint import CheckpointManager, RunLock, atomic_write_json, prepare_run_dir, save_tensors
-from .metrics import MetricsLog, make_trackers
+from .metrics import MetricsLog, classification_metrics, make_trackers
 from .optim import build_optimizer, lr_schedule, optimizer_config
 from .state import pack_training_state, restore_training_state, seed_process
 
@@ -308,23 +308,30 @@ class Trainer:
     # --- evaluation ----------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Accuracy (%) of ``method.predict`` on each evaluation set; never used to pick a model."""
+        """Accuracy and macro-F1 (%) of ``method.predict`` on each evaluation set, from a confusion matrix summed over
+        processes; never used to pick a model."""
         self._broadcast()
         was_training = self.method.training
         self.method.eval()
         results = {}
         for name, dataset in self.eval_sets.items():
-            correct = torch.zeros((), dtype=torch.long, device=self.device)
-            count = torch.zeros((), dtype=torch.long, device=self.device)
+            confusion = None
             for batch in iterate_batches(dataset, self.eval_batch_size, device=self.device, transform=self.transform,
                                          shard=(self.rank, self.world), sort_by_length=True):
                 with self._autocast():
                     logits = self.method.predict(batch.x)
-                correct += (logits.argmax(dim=1) == batch.y).sum()
-                count += len(batch.y)
+                k = logits.shape[1]
+                if confusion is None:
+                    confusion = torch.zeros(k * k, dtype=torch.long, device=self.device)
+                confusion += torch.bincount(batch.y * k + logits.argmax(dim=1), minlength=k * k)
+            if confusion is None:  # this process's shard is empty
+                k = getattr(self.method, "num_classes", 1)
+                confusion = torch.zeros(k * k, dtype=torch.long, device=self.device)
             if self.world > 1:
-                distributed.sum_over_ranks(correct, count)
-            results[f"{name}/acc"] = 100.0 * correct.item() / max(count.item(), 1)
+                distributed.sum_over_ranks(confusion)
+            k = int(round(confusion.numel() ** 0.5))
+            for metric, value in classification_metrics(confusion.view(k, k).cpu()).items():
+                results[f"{name}/{metric}"] = value
         self.method.train(was_training)
         return results
 

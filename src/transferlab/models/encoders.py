@@ -123,3 +123,57 @@ def create_hf_encoder(name: str, *, pooling: str = "mean", from_config: bool = F
         raise _hf_error(name, exc) from None
     return HFEncoder(model, pooling, freeze_embeddings=freeze_embeddings,
                      freeze_feature_encoder=freeze_feature_encoder, freeze_layers=freeze_layers)
+
+
+def train_wordpiece(texts: list[str], vocab_size: int = 8000, *, lowercase: bool = True):
+    """A BERT-style WordPiece tokenizer trained on ``texts`` with the ``tokenizers`` library, as a
+    ``PreTrainedTokenizerFast`` (``[CLS] … [SEP]``, ``[PAD]`` for padding)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise TransferlabError("no text to train a tokenizer on")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
+    tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+        ("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def new_text_encoder(texts: list[str], folder: str | os.PathLike, *, vocab_size: int = 8000, layers: int = 2,
+                     hidden: int = 128, heads: int = 2, max_length: int = 512, seed: int = 0) -> dict:
+    """A from-scratch BERT-style encoder for languages or domains without a pretrained checkpoint: a WordPiece
+    tokenizer trained on ``texts`` (raw sentences, no labels) and a randomly initialised ``BertModel`` of the given
+    size, written with ``save_pretrained`` into ``folder`` so that ``model.backbone: hf:<folder>`` loads both.
+    Returns the sizes (vocabulary, parameters, sentences)."""
+    from pathlib import Path
+
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise TransferlabError(f"{folder} exists and is not empty; choose a new folder")
+    if hidden % heads:
+        raise TransferlabError(f"hidden size {hidden} must be a multiple of the number of heads {heads}")
+    tokenizer = train_wordpiece(texts, vocab_size)
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                                 num_attention_heads=heads, intermediate_size=4 * hidden,
+                                 max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id))
+    tmp = folder.with_name(folder.name + ".tmp")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        folder.rmdir()
+    tmp.rename(folder)
+    return {"vocab": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
+            "sentences": len(texts), "layers": layers, "hidden": hidden}
