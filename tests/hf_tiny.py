@@ -81,6 +81,21 @@ def tiny_bert(folder: Path, texts: list[str], hidden: int = 32, layers: int = 2)
     return folder
 
 
+def tiny_xlmr(folder: Path, texts: list[str], hidden: int = 32, layers: int = 2) -> Path:
+    """An XLM-R-style encoder (``XLMRobertaModel``: RoBERTa embeddings with padding-offset positions) from a config."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    tokenizer = train_tokenizer(texts)
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                              num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=80,
+                              pad_token_id=tokenizer.pad_token_id, type_vocab_size=1)
+    XLMRobertaModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def tiny_wav2vec2(folder: Path, hidden: int = 32) -> Path:
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2Model

@@ -1,4 +1,5 @@
-"""Command line: ``transferlab demo | train | pretrain | probe | finetune | grid | analyze | eval | predict | datasets | methods``.
+"""Command line: ``transferlab demo | train | pretrain | probe | finetune | grid | analyze | eval | predict | datasets |
+crosslingual | methods``.
 
 Thin by design: parse arguments, validate the config, call the library. Every
 :class:`~transferlab.errors.TransferlabError` is printed as one ``error:`` message with exit status 2.
@@ -308,6 +309,68 @@ def _method_doc(cls) -> str:
     return inspect.cleandoc(cls.__doc__ or sys.modules[cls.__module__].__doc__ or "")
 
 
+def cmd_xl_new_encoder(args: argparse.Namespace) -> int:
+    from .crosslingual.pipeline import texts_of
+    from .models.encoders import new_text_encoder
+
+    texts = [t for spec in args.texts for t in texts_of(spec, args.data_root)]
+    info = new_text_encoder(texts, args.out, vocab_size=args.vocab_size, layers=args.layers, hidden=args.hidden,
+                            heads=args.heads, seed=args.seed)
+    print(f"wrote {args.out}: BERT {info['layers']} layers x {info['hidden']}, {info['parameters']:,} parameters "
+          f"(random), WordPiece vocabulary {info['vocab']:,} learnt from {info['sentences']:,} sentences")
+    print(f"use it as model.backbone: hf:{args.out}")
+    return 0
+
+
+def cmd_xl_translate(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from . import data as tl_data
+    from .config import TranslateConfig
+    from .engine.checkpoint import atomic_write_text
+    from .experiment import translate_set
+
+    name, _, part = args.dataset.partition(":")
+    dataset = tl_data.load(name, part or "test", args.data_root)
+    translated = translate_set(dataset, TranslateConfig(backend=args.backend, target=args.to, source=args.source),
+                               args.data_root)
+    rows = [(("" if dataset.y is None else int(dataset.y[i])), src, tgt)
+            for i, (src, tgt) in enumerate(zip(dataset.texts, translated.texts))]
+    if args.out:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
+        writer.writerow(["label", "text"])
+        writer.writerows((label, tgt.replace("\t", " ")) for label, _, tgt in rows)
+        atomic_write_text(Path(args.out), buffer.getvalue())
+        print(f"translated {len(rows)} sentences of {name}/{part or 'test'} with {args.backend}; wrote {args.out}")
+    for label, src, tgt in rows[: args.show]:
+        print(f"[{label}] {src}\n    -> {tgt}")
+    return 0
+
+
+def cmd_xl_aligned(args: argparse.Namespace) -> int:
+    from .crosslingual.pipeline import aligned_classifier
+
+    result = aligned_classifier(args.source, args.target, dataset=args.dataset, classes=args.classes,
+                                dictionary=args.dictionary, test_dictionary=args.test_dictionary, refine=args.refine,
+                                dim=args.dim, seed=args.seed, vectors_dir=args.vectors_dir, root=args.data_root,
+                                out=args.out)
+    vec = result["vectors"]
+    for lang, stats in vec.items():
+        print(f"{lang} vectors: {stats['sentences']:,} sentences, {stats['tokens']:,} tokens, {stats['vocab']:,} words")
+    print(f"seed dictionary {result['dictionary']}: {result['seed_pairs']} pairs in both vocabularies")
+    if "bli" in result:
+        bli = result["bli"]
+        print(f"BLI ({args.test_dictionary}, CSLS): P@1 {100 * bli['p@1']:.1f}  P@5 {100 * bli['p@5']:.1f}  "
+              f"({bli['n_evaluated']} test words in the vocabularies)")
+    print(f"{result['task']} ({args.classes}): acc {result['target_test/acc']:.1f}  "
+          f"macro-F1 {result['target_test/macro_f1']:.1f}  (target OOV rate {result['oov_rate']['target_test']:.1%})")
+    if args.out:
+        print(f"saved {Path(args.out) / 'result.json'}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import METHODS
 
@@ -470,6 +533,48 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--sample-rate", type=int, metavar="HZ", help="resample to this rate (default: the first file's)")
         _common(r)
         r.set_defaults(func=cmd_datasets_import)
+
+    p = sub.add_parser("crosslingual", help="cross-lingual text: a from-scratch encoder, translation, aligned "
+                       "word embeddings (docs/crosslingual.md)")
+    xsub = p.add_subparsers(dest="xl_command", required=True)
+    q = xsub.add_parser("new-encoder", help="a WordPiece tokenizer learnt from unlabelled text + a random BERT, "
+                        "saved for model.backbone: hf:<folder>")
+    q.add_argument("--texts", nargs="+", required=True, metavar="DATASET:PART[,PART...]",
+                   help="the sentences to learn the vocabulary from (labels are not read)")
+    q.add_argument("--out", required=True, help="a new folder")
+    q.add_argument("--vocab-size", type=int, default=8000)
+    q.add_argument("--layers", type=int, default=2)
+    q.add_argument("--hidden", type=int, default=128)
+    q.add_argument("--heads", type=int, default=2)
+    q.add_argument("--seed", type=int, default=0)
+    _common(q)
+    q.set_defaults(func=cmd_xl_new_encoder)
+    q = xsub.add_parser("translate", help="machine-translate a text set (cached) and show or write it")
+    q.add_argument("dataset", metavar="DATASET:PART")
+    q.add_argument("--with", dest="backend", default="apertium",
+                   help="apertium | dictionary:<opener-apertium|opener-bingliu|muse|file> | hf:<seq2seq model>")
+    q.add_argument("--to", default="en", help="target language (default: en)")
+    q.add_argument("--source", help="the set's language (default: its language column or part prefix)")
+    q.add_argument("--out", metavar="FILE.tsv", help="write label<TAB>translation (atomically)")
+    q.add_argument("--show", type=int, default=5, metavar="N", help="print the first N pairs (default: 5)")
+    _common(q)
+    q.set_defaults(func=cmd_xl_translate)
+    q = xsub.add_parser("aligned", help="aligned word embeddings: vectors per language, Procrustes map, BLI, and a "
+                        "source-trained classifier applied to the target")
+    q.add_argument("--source", default="en")
+    q.add_argument("--target", required=True, help="e.g. es, ca, eu")
+    q.add_argument("--dataset", default="opener_sentiment", help="text dataset with <lang>_train/_dev/_test parts")
+    q.add_argument("--classes", default="binary", choices=("binary", "4class", "all"))
+    q.add_argument("--dictionary", default="opener-apertium",
+                   help="seed dictionary: muse | opener-apertium | opener-bingliu | a file of 'target source' pairs")
+    q.add_argument("--test-dictionary", help="score the map by bilingual lexicon induction (e.g. muse-test)")
+    q.add_argument("--refine", type=int, default=0, help="rounds of Procrustes refinement (MUSE)")
+    q.add_argument("--dim", type=int, default=100)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--vectors-dir", default="runs/vectors", help="where trained vectors are kept and reused")
+    q.add_argument("--out", help="a folder for result.json")
+    _common(q)
+    q.set_defaults(func=cmd_xl_aligned)
 
     p = sub.add_parser("methods", help="list methods and their hyper-parameters; with NAME, explain each of them")
     p.add_argument("name", nargs="?", help="a method, e.g. dann")

@@ -93,10 +93,12 @@ class DataConfig(_Strict):
     target: DomainConfig | None = None
     """The unlabelled target domain (domain adaptation methods only)."""
     test: DomainConfig | None = None
-    """Labelled data the final model is evaluated on; default: the target's ``test`` part (none without a target)."""
+    """Labelled data the final model is evaluated on; default: the target's ``test`` part (none without a target).
+    Without its own ``classes`` it takes the source's."""
     eval: list[DomainConfig] = Field(default_factory=list)
     """More labelled sets evaluated next to ``test`` (e.g. every target language of a zero-shot run); their metrics
-    are logged as ``<label>/acc`` and ``<label>/macro_f1``. Never used for training or model selection."""
+    are logged as ``<label>/acc`` and ``<label>/macro_f1``; a set without ``classes`` takes the source's. Never used
+    for training or model selection."""
     image_size: PositiveInt | None = None
     """Resize images to this square size; ``null`` keeps the stored size."""
     channels: Literal[1, 3] = 1

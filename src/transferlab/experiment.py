@@ -288,16 +288,23 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     target = load_domain(c.data.target, root, c.seed) if c.data.target is not None else None
     if "target" in method_cls.inputs and target is None:
         raise ConfigError(f"method {method_cfg.name} adapts to a target domain: set data.target")
+    if target is not None and not method_cls.inputs.get("target") and target.num_classes != source.num_classes:
+        # an unlabelled target keeps all its samples: its labels (another label space) are dropped, never used
+        target = target.with_labels(None, source.num_classes, source.classes)
     test_cfg = c.data.test or (default_test(c.data.target, root) if c.data.target is not None else None)
+    if test_cfg is not None and test_cfg.classes is None:
+        test_cfg = test_cfg.model_copy(update={"classes": c.data.source.classes})  # the source's label space
     test = load_domain(test_cfg, root, c.seed) if test_cfg is not None else None
-    extra = {eval_label(d): load_domain(d, root, c.seed) for d in c.data.eval}
+    # data.eval sets without their own classes take the source's (one label space)
+    extra = {eval_label(d): load_domain(d if d.classes is not None else d.model_copy(update={"classes": c.data.source.classes}),
+                                        root, c.seed) for d in c.data.eval}
     if len(extra) != len(c.data.eval) or "target_test" in extra:
         raise ConfigError("data.eval: two sets have the same label (or 'target_test'); give each a distinct label")
     for role, dataset in (("target", target), ("test", test), *(("data.eval", d) for d in extra.values())):
         if dataset is not None and len(dataset) == 0:
             raise DataError(f"{role} data is empty ({dataset.name}/{dataset.part}): nothing to adapt to or evaluate on")
     labelled = [d for d in (source if method_cls.inputs.get("source") else None, target, test, *extra.values())
-                if d is not None]
+                if d is not None and d.y is not None]
     if len({d.num_classes for d in labelled}) > 1:
         raise DataError(
             "label spaces differ: " + ", ".join(f"{d.name}/{d.part} has {d.num_classes} classes" for d in labelled)

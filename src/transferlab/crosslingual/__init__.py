@@ -1,0 +1,1 @@
+"""Cross-lingual transfer: aligned word embeddings and translation."""
