@@ -121,7 +121,10 @@ def test_the_benchmarked_config_is_the_packaged_one():
         assert record["photo_scale"] == PHOTO_SCALE, "digits_m's recipe changed since the benchmark measured it"
         method = record["method"] if record["metric"] == "target_test/acc" else adapted
         expected = resolved_config(demo.demo_config(method, seed=0))
-        assert record["config"] == expected, (
+        # Settings added to the schema since the measurement take their defaults, which keep the measured behaviour
+        # (e.g. model.layer_lr_decay 1, data.eval []); every recorded value must still be the packaged one.
+        recorded = resolved_config(load_config(raw=record["config"]))
+        assert recorded == expected, (
             f"{record['method']}: the packaged config changed since benchmarks/demo/run.py measured it; run it again")
 
 
