@@ -288,8 +288,10 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     target = load_domain(c.data.target, root, c.seed) if c.data.target is not None else None
     if "target" in method_cls.inputs and target is None:
         raise ConfigError(f"method {method_cfg.name} adapts to a target domain: set data.target")
-    if target is not None and not method_cls.inputs.get("target") and target.num_classes != source.num_classes:
-        # an unlabelled target keeps all its samples: its labels (another label space) are dropped, never used
+    if (target is not None and not method_cls.inputs.get("target") and c.data.source.classes is not None
+            and c.data.target.classes is None and target.num_classes != source.num_classes):
+        # a label view of the source (classes: [[0, 1], [2, 3]]) is not applied to the unlabelled target, which keeps
+        # all its samples (selecting them would read its labels): its labels are dropped, never used
         target = target.with_labels(None, source.num_classes, source.classes)
     test_cfg = c.data.test or (default_test(c.data.target, root) if c.data.target is not None else None)
     if test_cfg is not None and test_cfg.classes is None:
