@@ -501,3 +501,14 @@ def test_probe_head_fits_separable_features_reproducibly():
     head = probe_head(features, labels, 3)
     assert torch.equal(head(features).argmax(1), labels)
     assert torch.equal(probe_head(features, labels, 3).weight, head.weight)  # seeded: the same head again
+
+
+def test_layer_activations_record_each_layer_before_a_following_in_place_relu():
+    from conftest import tiny_config
+    from transferlab.analysis import layer_activations
+    from transferlab.experiment import build
+
+    experiment = build(tiny_config("source_only"))
+    acts = layer_activations(experiment.method, experiment.test.subset(range(64)), experiment.transform)
+    bn = acts["bottleneck.1"]  # BatchNorm output, followed by ReLU(inplace=True) in the bottleneck
+    assert (bn < 0).any(), "the hook kept a view that the in-place ReLU overwrote"

@@ -244,6 +244,10 @@ def aggregate() -> None:
         if path.is_file():
             plot_all_divergence(task)
     records += sources_records(base)
+    # records written by benchmarks/analysis/ntk_information.py (its own part) are kept as they are
+    previous = HERE / "results.json"
+    if previous.is_file():
+        records += [r for r in json.loads(previous.read_text()) if r.get("part") == "ntk_information"]
     header = "| task | method | metric | mean ± std | seeds/runs |\n|---|---|---|---|---|"
     write_results(HERE, records, header, lambda r: [r["task"], r["method"], r["metric"],
                                                     f"{r['mean']:.4g} ± {r['std']:.2g}", r["n_seeds"]])

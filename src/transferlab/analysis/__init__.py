@@ -10,9 +10,13 @@ writes files (that is :mod:`transferlab.reports`), and the package imports only 
 * :mod:`.task2vec`: Fisher-information task embeddings and distances.
 * :mod:`.landscape`: loss interpolation, 2-D slices and sharpness.
 * :mod:`.similarity`: linear CKA between representations.
+* :mod:`.ntk`: the empirical neural tangent kernel, kernel regression, kernel-target alignment, kernel movement.
+* :mod:`.information`: I(Z; Y) and I(Z; D) by a variational probe bound and a k-NN estimator.
 """
 
 from .divergence import joint_error, proxy_a_distance
+from .information import domain_labels, entropy, knn_mi, variational_mi
+from .ntk import empirical_ntk, jacobian_features, kernel_alignment, kernel_distance, kernel_regression
 from .features import extract, layer_activations, sample
 from .landscape import filter_normalized_direction, interpolate, sharpness, slice_2d
 from .scores import h_score, leep, logme, nce, transrate, weighted_kendall_tau
@@ -26,4 +30,6 @@ __all__ = [
     "h_score", "leep", "logme", "nce", "transrate", "weighted_kendall_tau",
     "linear_cka",
     "distance_matrix", "fisher_diagonal", "probe_head", "task_distance", "task_embedding",
+    "domain_labels", "entropy", "knn_mi", "variational_mi",
+    "empirical_ntk", "jacobian_features", "kernel_alignment", "kernel_distance", "kernel_regression",
 ]

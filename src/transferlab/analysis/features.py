@@ -59,7 +59,8 @@ def layer_activations(method: nn.Module, dataset: ArrayDataset, transform: Trans
     names = [layer[-1] for layer in encoder_layers(encoder)]
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     hooks = [encoder.get_submodule(name).register_forward_hook(
-        lambda module, args, out, name=name: outputs[name].append(out.detach().float().flatten(1).cpu()))
+        # clone: a following in-place op (ReLU(inplace=True)) would otherwise change the stored output
+        lambda module, args, out, name=name: outputs[name].append(out.detach().float().flatten(1).cpu().clone()))
         for name in names]
     was_training = method.training
     method.eval()

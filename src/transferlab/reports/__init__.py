@@ -13,17 +13,20 @@ module is one ``analyze`` sub-command, with its report functions, its plots and 
 * :mod:`.transfer`: the negative-transfer check of a domain adaptation task.
 * :mod:`.task2vec`: Task2Vec distances between tasks, and against measured transfer gains.
 * :mod:`.layers`: Yosinski et al.'s layer transferability curves.
+* :mod:`.ntk`: the empirical NTK of pretrained vs randomly initialised networks (kernel regression, alignment,
+  kernel movement during fine-tuning).
+* :mod:`.information`: I(Z; Y_target) and I(Z; D) per layer, by a held-out probe bound and a kNN estimate.
 * :mod:`.run_report`: one HTML/Markdown page per run or comparison (curves, schedules, accuracy, A-distance, t-SNE).
 
 The diagnostics themselves (and scikit-learn, SciPy, matplotlib) are imported when a report runs, so the
 command line's parser is built without them.
 """
 
-from . import cka, divergence, features, landscape, layers, run_report, scores, task2vec, transfer
+from . import cka, divergence, features, information, landscape, layers, ntk, run_report, scores, task2vec, transfer
 from .common import Command
 
 ANALYZE: tuple[Command, ...] = tuple(module.COMMAND for module in (
-    divergence, features, scores, landscape, cka, transfer, task2vec, layers, run_report))
+    divergence, features, scores, landscape, cka, transfer, task2vec, layers, ntk, information, run_report))
 """The ``transferlab analyze`` sub-commands, in the order the CLI lists them."""
 
 __all__ = ["ANALYZE", "Command"]
