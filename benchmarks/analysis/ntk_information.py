@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--labels-per-class", nargs="+", default=["1", "10", "100"])
     parser.add_argument("--max-samples", type=int, default=1000)
     parser.add_argument("--projection", type=int, default=4096)
+    parser.add_argument("--task", default="mnist->usps",
+                        help="the task the runs are of, as records and figure names give it (e.g. digits->digits_m)")
     parser.add_argument("--aggregate-only", action="store_true")
     args = parser.parse_args()
     out, selftaught, digits = Path(args.out), Path(args.selftaught), Path(args.digits)
@@ -102,7 +104,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "command.txt", "a") as handle:
             handle.write(this_command() + "\n")
-    aggregate(out, selftaught, Path(args.results))
+    aggregate(out, selftaught, Path(args.results), args.task)
 
 
 def grid_finetune(selftaught: Path) -> dict[tuple[str, str], list[float]]:
@@ -127,7 +129,7 @@ def _stats(values: list[float]) -> dict:
             "values": values}
 
 
-def aggregate(out: Path, selftaught: Path, results: Path) -> None:
+def aggregate(out: Path, selftaught: Path, results: Path, task: str = "mnist->usps") -> None:
     sys.path.insert(0, str(REPO / "src"))
     from transferlab.reports.information import plot_information
     from transferlab.reports.information import summarize as summarize_information
@@ -165,16 +167,19 @@ def aggregate(out: Path, selftaught: Path, results: Path) -> None:
         for entry in summary:
             quantity = "I(Z;Y_target)" if entry["quantity"] == "I(Z;Y)" else "I(Z;D)"
             values = [v / 0.6931471805599453 for v in entry["values"]]
-            records.append({"task": f"information, mnist->usps, layer {entry['layer']}", "method": entry["method"],
+            records.append({"task": f"information, {task}, layer {entry['layer']}", "method": entry["method"],
                             "metric": f"{quantity} [{entry['estimator']}, bits]", **_stats(values),
                             "ci95_over_seeds_bits": [round(v, 4) for v in entry["ci_bits"]], "unit": "bits",
                             "estimator": reports[0]["layers"][0]["I(Z;Y)"][entry["estimator"]]["estimator"],
                             "n_target": reports[0]["n_target"], "n_source": reports[0]["n_source"],
                             "runs": [r["run"] for r in reports if r["method"] == entry["method"]],
                             "device": DEVICE, "command": command, "date": measured(info_files[-1]), "part": PART})
-        plot_information(summary, results / "information_mnist_usps.png")
+        plot_information(summary, results / f"information_{task.replace('->', '_')}.png")
     path = results / "results.json"
-    kept = [r for r in json.loads(path.read_text()) if r.get("part") != PART] if path.is_file() else []
+    # this script's earlier records of the same task are replaced; other tasks' and other parts' records are kept
+    mine = ("NTK, " if ntk_files else "\0", f"information, {task}, " if info_files else "\0")
+    kept = [r for r in json.loads(path.read_text()) if r.get("part") != PART or not r["task"].startswith(mine)] \
+        if path.is_file() else []
     header = "| task | method | metric | mean ± std | seeds/runs |\n|---|---|---|---|---|"
     write_results(results, kept + records, header, lambda r: [r["task"], r["method"], r["metric"],
                                                               f"{r['mean']:.4g} ± {r['std']:.2g}", r["n_seeds"]])
