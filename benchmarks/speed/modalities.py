@@ -103,31 +103,15 @@ DESCRIPTIONS = {
 # ------------------------------------------------------------------------------------------------
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """A BERT-style WordPiece tokenizer trained on ``texts`` (the approach of tests/hf_tiny.py)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
-    tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
-        ("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
-
-
 def build_text_model(folder: Path, data_root: str | None, vocab_size: int) -> dict:
     import torch
     from transformers import BertConfig, BertModel
 
     from transferlab.data import load
+    from transferlab.models.encoders import train_wordpiece
 
     texts = [t for part in ("en_train", "es_train") for t in load("opener_sentiment", part, data_root).texts]
-    tokenizer = train_tokenizer(texts, vocab_size)
+    tokenizer = train_wordpiece(texts, vocab_size)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=1024, pad_token_id=tokenizer.pad_token_id)
