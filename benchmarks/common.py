@@ -84,11 +84,21 @@ def summarize(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def relative_command(command: str) -> str:
+    """A recorded command with this checkout's absolute path taken out (paths relative to the repository root), so
+    no record names one machine's folders."""
+    root = Path(__file__).resolve().parents[1]
+    command = command.replace(f"{root}/", "").replace(str(root), ".")
+    return command.replace(f"{root.parent}/", "../")  # e.g. the data root next to the checkout: ../shared/data
+
+
 def write_results(area: Path, records: list[dict], table_header: str, row) -> None:
-    """Write results.json (validated) and results.md (``row(record) -> list of cells``)."""
+    """Write results.json (validated; commands made relative to the repository) and results.md (``row(record) ->
+    list of cells``)."""
     for record in records:
         missing = [k for k in REQUIRED if k not in record]
         assert not missing, f"record lacks {missing}: {record}"
+        record["command"] = relative_command(record["command"])
     (area / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     lines = [table_header]
     lines += ["| " + " | ".join(str(c) for c in row(r)) + " |" for r in records]

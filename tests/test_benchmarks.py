@@ -145,3 +145,16 @@ def test_speed_overrides_reach_the_config_and_keep_their_own_records():
     tuned = {**plain, "overrides": ["train.cudnn_benchmark=true"], "mean": 2.0}
     assert speed._merge([plain], [tuned]) == [plain, tuned]
     assert speed._merge([plain, tuned], [{**plain, "mean": 3.0}]) == [tuned, {**plain, "mean": 3.0}]
+
+
+@pytest.mark.parametrize("area", sorted(p.parent.name for p in BENCH.glob("*/results.json")))
+def test_committed_results_have_the_required_fields_and_relative_commands(area):
+    """Every committed benchmark record names task, method, metric, mean, std, n_seeds, device, command and date,
+    and its command holds no machine's absolute path (DEVELOPERS: relative paths such as ../shared/data)."""
+    required = load(BENCH / "common.py", "bench_common").REQUIRED
+    records = json.loads((BENCH / area / "results.json").read_text())
+    assert records
+    for record in records:
+        missing = [k for k in required if k not in record]
+        assert not missing, f"{area}: {record.get('task')} / {record.get('method')} lacks {missing}"
+        assert "/work/" not in record["command"] and "/home/" not in record["command"], record["command"]
