@@ -114,7 +114,7 @@ def test_an_unlabelled_target_of_another_label_space_keeps_every_sentence_and_no
     assert experiment.test.num_classes == 2 and experiment.test.part == "es_test"  # the source's label space
 
 
-def test_translate_needs_a_text_set_and_a_known_language(root, bert, tmp_path):
+def test_translate_needs_a_known_backend_and_says_which_exist(root, bert, tmp_path):
     from transferlab.errors import TransferlabError
 
     raw = config(root, bert, test={"name": "toytext", "part": "es_test", "translate": {"backend": "nonsense"}})

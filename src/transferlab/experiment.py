@@ -494,9 +494,8 @@ def evaluate_on(experiment: Experiment, dataset=None) -> dict[str, Any]:
         raise DataError(f"{dataset.name}/{dataset.part} has {dataset.num_classes} classes, but the run's model "
                         f"predicts {experiment.method.num_classes}; accuracy needs one label space "
                         f"(`transferlab predict` gives its probabilities all the same)")
-    from .engine.metrics import classification_metrics
+    from .engine.metrics import classification_metrics, confusion_matrix
 
-    k = experiment.method.num_classes
     predicted = predict_proba(experiment, dataset).argmax(dim=1)
-    confusion = torch.bincount(dataset.y.cpu() * k + predicted, minlength=k * k).view(k, k)
+    confusion = confusion_matrix(dataset.y.cpu(), predicted, experiment.method.num_classes)
     return {**classification_metrics(confusion), "samples": len(dataset)}

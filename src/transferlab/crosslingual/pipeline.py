@@ -16,13 +16,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
 from .. import data as tl_data
 from ..data.datasets import select_classes
 from ..data.translate import named_lexicon
 from ..engine.checkpoint import atomic_write_json
-from ..engine.metrics import classification_metrics
+from ..engine.metrics import classification_metrics, confusion_matrix
 from ..errors import DataError
 from .embeddings import WordVectors, align, bli_precision, load_vectors, read_dictionary, sentence_vectors, train_vectors
 
@@ -120,12 +120,8 @@ def aligned_classifier(source: str, target: str, *, dataset: str = "opener_senti
     x_train, train_oov = sentence_vectors(train.texts, src_wv, return_stats=True)
     x_test, test_oov = sentence_vectors(test.texts, tgt_wv, alignment, return_stats=True)
     classifier = LogisticRegression(max_iter=2000, random_state=seed).fit(x_train, train.y.numpy())
-    predicted = classifier.predict(x_test)
-    k = train.num_classes
-    confusion = np.bincount(test.y.numpy() * k + predicted, minlength=k * k).reshape(k, k)
-    import torch
-
-    metrics = classification_metrics(torch.from_numpy(confusion))
+    predicted = torch.from_numpy(classifier.predict(x_test)).long()
+    metrics = classification_metrics(confusion_matrix(test.y, predicted, train.num_classes))
     result.update({"target_test/acc": metrics["acc"], "target_test/macro_f1": metrics["macro_f1"],
                    "oov_rate": {"source_train": train_oov["oov_rate"], "target_test": test_oov["oov_rate"]},
                    "sentences_without_known_words": {"source_train": train_oov["empty"],

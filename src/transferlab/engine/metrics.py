@@ -14,6 +14,12 @@ import torch
 from ..errors import TransferlabError
 from .checkpoint import atomic_write_text
 
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts ``[true, predicted]`` of shape ``(num_classes, num_classes)``, on the labels' device (no host sync)."""
+    k = num_classes
+    return torch.bincount(labels * k + predicted, minlength=k * k).view(k, k)
+
+
 def classification_metrics(confusion: torch.Tensor) -> dict[str, float]:
     """Accuracy and macro-F1 (both %) from a confusion matrix ``confusion[true, predicted]`` of counts (summed over
     processes before this is called). Macro-F1 averages the per-class F1 over the classes that occur in the labels

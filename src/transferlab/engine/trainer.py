@@ -36,7 +36,7 @@ from ..methods.base import Method
 from ..schedules import Schedule
 from . import distributed, graphs
 from .checkpoint import CheckpointManager, RunLock, atomic_write_json, prepare_run_dir, save_tensors
-from .metrics import MetricsLog, classification_metrics, make_trackers
+from .metrics import MetricsLog, classification_metrics, confusion_matrix, make_trackers
 from .optim import build_optimizer, lr_schedule, optimizer_config
 from .state import pack_training_state, restore_training_state, seed_process
 
@@ -314,23 +314,17 @@ class Trainer:
         was_training = self.method.training
         self.method.eval()
         results = {}
+        k = self.method.num_classes
         for name, dataset in self.eval_sets.items():
-            confusion = None
+            confusion = torch.zeros(k, k, dtype=torch.long, device=self.device)
             for batch in iterate_batches(dataset, self.eval_batch_size, device=self.device, transform=self.transform,
                                          shard=(self.rank, self.world), sort_by_length=True):
                 with self._autocast():
                     logits = self.method.predict(batch.x)
-                k = logits.shape[1]
-                if confusion is None:
-                    confusion = torch.zeros(k * k, dtype=torch.long, device=self.device)
-                confusion += torch.bincount(batch.y * k + logits.argmax(dim=1), minlength=k * k)
-            if confusion is None:  # this process's shard is empty
-                k = getattr(self.method, "num_classes", 1)
-                confusion = torch.zeros(k * k, dtype=torch.long, device=self.device)
+                confusion += confusion_matrix(batch.y, logits.argmax(dim=1), k)
             if self.world > 1:
                 distributed.sum_over_ranks(confusion)
-            k = int(round(confusion.numel() ** 0.5))
-            for metric, value in classification_metrics(confusion.view(k, k).cpu()).items():
+            for metric, value in classification_metrics(confusion.cpu()).items():
                 results[f"{name}/{metric}"] = value
         self.method.train(was_training)
         return results
