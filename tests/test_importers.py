@@ -270,6 +270,75 @@ def test_audio_import_resamples_mixes_down_and_keeps_columns(tmp_path, capsys):
     assert list(data.extras["speaker"]) == ["ann", "bob", "ann"] and list(data.extras["age"]) == ["31", "40", "31"]
     with np.load(root / "talk" / "train.npz") as stored:
         assert stored["audio"].dtype == np.int16 and stored["sample_rate"].dtype == np.int64
+    notes = (root / "talk" / "SOURCE.md").read_text()
+    for text in (notes, out):  # the rates found, what they became, and the files mixed down
+        assert "sample rates found: 8000 Hz (2 files), 16000 Hz (1 file); 1 file resampled to 8000 Hz" in text
+        assert "channels: 1 file with more than one channel, averaged to mono: c.wav" in text
+    assert "warning" not in err and "clipped" not in notes  # tone() is far below full scale
+
+
+def test_audio_with_nan_infinite_or_no_samples_is_refused_by_line_and_nothing_is_written(tmp_path, capsys):
+    root, clips = tmp_path / "root", tmp_path / "clips"
+    wav(clips / "ok.wav", tone(300, 0), 8000)
+    nan, inf = np.linspace(-0.5, 0.5, 300), np.linspace(-0.5, 0.5, 300)
+    nan[[5, 6, 200]] = np.nan
+    inf[10], inf[11] = np.inf, -np.inf
+    for name, samples in (("nan.wav", nan), ("inf.wav", np.stack([inf, np.zeros(300)], axis=1)),
+                          ("empty.wav", np.zeros(0))):
+        soundfile.write(str(clips / name), samples, 8000, subtype="FLOAT")
+    (clips / "manifest.csv").write_text("path,label\nok.wav,a\nnan.wav,a\ninf.wav,b\nempty.wav,b\n")
+    code, out, err = cli(capsys, "datasets", "import", "audio", clips, "--name", "bad", "--data-root", root)
+    assert_error(code, err, "3 bad rows", "line 3 (nan.wav): 3 of 300 samples are not finite",
+                 "line 4 (inf.wav): 2 of 600 samples are not finite", "line 5 (empty.wav): no audio samples")
+    assert "line 2" not in err and "imported" not in out
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def full_scale_tops(n: int, seed: int, runs: int, width: int) -> np.ndarray:
+    """tone() with ``runs`` flat tops of ``width`` samples at +/- int16 full scale."""
+    samples = tone(n, seed)
+    for k in range(runs):
+        start = (k + 1) * n // (runs + 1)
+        samples[start:start + width] = 32767 if k % 2 else -32768
+    return samples
+
+
+def test_audio_clipped_files_are_kept_and_reported_and_single_peaks_are_not(tmp_path, capsys):
+    root, clips = tmp_path / "root", tmp_path / "clips"
+    flat = full_scale_tops(4000, 0, runs=2, width=3)  # 6 of 4000 samples (0.15 %) in runs of 3 at full scale
+    peaks = full_scale_tops(4000, 1, runs=20, width=2)  # 40 full-scale samples, but no run of 3: a loud peak, no clip
+    wav(clips / "flat.wav", flat, 8000)
+    wav(clips / "peaks.wav", peaks, 8000)
+    (clips / "manifest.csv").write_text("path,label\npeaks.wav,a\nflat.wav,b\n")
+    code, out, err = cli(capsys, "datasets", "import", "audio", clips, "--name", "loud", "--data-root", root)
+    assert code == 0, err
+    assert err.count("warning: ") == 1 and "1 file looks clipped" in err and "flat.wav" in err
+    assert "peaks.wav" not in err
+    notes = (root / "loud" / "SOURCE.md").read_text()
+    assert "- 1 file looks clipped" in notes and "kept unchanged: flat.wav\n" in notes
+    data = load("loud", "train", root)  # kept sample for sample
+    np.testing.assert_array_equal(np.round(data.data.row(1).numpy() * 32768).astype(np.int16), flat)
+
+
+def test_audio_float_beyond_full_scale_is_scaled_by_its_peak_and_reported(tmp_path, capsys):
+    root, clips = tmp_path / "root", tmp_path / "clips"
+    rng = np.random.default_rng(5)
+    loud, quiet = rng.uniform(-1, 1, 500), rng.uniform(-0.8, 0.8, 500)
+    loud[100] = -2.5
+    clips.mkdir()
+    soundfile.write(str(clips / "loud.wav"), loud, 8000, subtype="FLOAT")
+    soundfile.write(str(clips / "quiet.wav"), quiet, 8000, subtype="FLOAT")
+    (clips / "manifest.csv").write_text("path,label\nquiet.wav,a\nloud.wav,b\n")
+    code, out, err = cli(capsys, "datasets", "import", "audio", clips, "--name", "float", "--data-root", root)
+    assert code == 0, err
+    assert "warning: " in err and "beyond [-1, 1] scaled down" in err and "loud.wav (peak 2.5)" in err
+    assert "quiet.wav" not in err
+    assert "loud.wav (peak 2.5)" in (root / "float" / "SOURCE.md").read_text()
+    data = load("float", "train", root)
+    stored = [np.round(data.data.row(i).numpy() * 32768) for i in range(2)]
+    np.testing.assert_allclose(stored[0], np.round(quiet.astype(np.float32) * 32768), atol=1)  # within +-1: as is
+    np.testing.assert_allclose(stored[1], loud.astype(np.float32) / 2.5 * 32767, atol=1)  # the shape kept, not clipped
+    assert stored[1].min() == -32767
 
 
 def test_audio_with_transcripts_only_is_unlabelled(tmp_path, capsys):

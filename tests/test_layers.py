@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # bottom to top; the names in one layer
     ("experiment",),
     ("protocol",),
     ("reports",),
-    ("crosslingual",),  # scenarios: built on the engine, the experiment and the reports
+    ("crosslingual", "speech"),  # scenarios: built on the engine, the experiment and the reports
     ("demo",),
     ("cli", ROOT),
 )

@@ -38,6 +38,33 @@ class TranslateConfig(_Strict):
     """Language of the set; default: its language column, else the prefix of its part (``es_test`` -> ``es``)."""
 
 
+class AudioAugmentStep(_Strict):
+    """One audio augmentation step (``transferlab.data.audio_augment``): with probability ``p`` per utterance, a
+    parameter drawn uniformly from ``range``."""
+
+    name: Literal["pitch_shift", "speed", "tempo", "noise", "vtlp"]
+    """``pitch_shift`` (semitones), ``speed`` (factor: tempo and pitch), ``tempo`` (factor, pitch kept), ``noise``
+    (SNR in dB, white), ``vtlp`` (vocal-tract-length warp factor alpha; > 1 moves formants up, adult -> child)."""
+    p: float = Field(1.0, ge=0.0, le=1.0)
+    range: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "AudioAugmentStep":
+        import math
+
+        low, high = self.range
+        what = f"{self.name} range {list(self.range)}"
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"{what} must hold finite numbers")
+        if low > high:
+            raise ValueError(f"{what}: the first value is the low end and must not exceed the second")
+        if self.name in ("speed", "tempo", "vtlp") and not (0.25 <= low and high <= 4.0):
+            raise ValueError(f"{what}: factors must lie in [0.25, 4] (1 = unchanged)")
+        if self.name == "pitch_shift" and max(abs(low), abs(high)) > 24:
+            raise ValueError(f"{what}: shift by at most 24 semitones")
+        return self
+
+
 class DomainConfig(_Strict):
     name: str
     """A registered dataset (``transferlab datasets list``)."""
@@ -53,6 +80,15 @@ class DomainConfig(_Strict):
     label: str | None = None
     """The name this set's metrics are reported under (``data.eval``); default: its part (``es_test``), with
     ``@<back-end>`` when translated."""
+    where: dict[str, list[str | int]] | None = None
+    """Keep only rows whose per-sample column has one of these values (``{speaker: [george, jackson]}``: a
+    speaker-disjoint split; ``{group: [child]}``). Columns are the set's extras (``transferlab datasets info``)."""
+    exclude: dict[str, list[str | int]] | None = None
+    """Drop rows whose column has one of these values (``{speaker: [theo]}``: every speaker but one)."""
+    perturb: list[AudioAugmentStep] | None = None
+    """Audio sets: transform every utterance once, when loaded (each step with its probability, parameters drawn by
+    the run's seed): an evaluation condition such as adult speech shifted toward child pitch and formants
+    (``[{name: pitch_shift, range: [4, 4]}, {name: vtlp, range: [1.15, 1.15]}]``)."""
 
 
 class TextConfig(_Strict):
@@ -75,6 +111,10 @@ class AudioConfig(_Strict):
     """Zero mean, unit variance per utterance (what wav2vec2's feature extractor does)."""
     max_seconds: PositiveFloat | None = None
     """Cut longer utterances to this length."""
+    augment: list[AudioAugmentStep] | Literal["child"] | None = None
+    """On-the-fly augmentation of training batches (never of evaluation sets), each step with its probability, drawn
+    per utterance from the run's seeded generator (``transferlab.data.audio_augment``); ``child``: the adult->child
+    preset (pitch up, formant (VTLP) warp, tempo, noise)."""
 
 
 class FeaturesConfig(_Strict):
@@ -141,6 +181,19 @@ class HFConfig(_Strict):
     """Keep the first k transformer layers fixed."""
 
 
+class AdapterConfig(_Strict):
+    """Residual adapters (Houlsby et al. 2019; Rebuffi et al. 2017): ``h + up(act(down(LayerNorm(h))))`` with ``up``
+    zero-initialised."""
+
+    bottleneck: PositiveInt = 64
+    layers: list[int] | None = None
+    """``hf:`` encoders: the transformer layers (0-based; negative counts from the end) followed by an adapter;
+    ``null``: every layer. Other backbones: one adapter on the backbone's features (this must be null)."""
+    train: Literal["adapters", "adapters+heads", "all"] = "adapters+heads"
+    """What trains: only the adapters (everything else frozen, BatchNorm statistics included), the adapters and the
+    method's heads (the encoder frozen), or everything."""
+
+
 class ModelConfig(_Strict):
     backbone: str = "lenet"
     """``lenet``, ``dtn``, ``mlp``, ``torchvision:<name>``, ``timm:<name>`` or ``hf:<hub name or local folder>``."""
@@ -157,6 +210,10 @@ class ModelConfig(_Strict):
     """Layer-wise learning-rate decay: the backbone's last stage trains at ``backbone_lr_scale``, each stage before it
     at this factor less (0.8–0.95 is usual for fine-tuning transformers; stages: embeddings + one per transformer
     layer for ``hf:`` backbones, weight layers for the others). 1: one rate for the whole backbone."""
+    init: str | None = None
+    """A finished transferlab run folder (or its ``model.safetensors``) whose whole model (encoder and the method's
+    heads) initialises this run: continue training a model, e.g. adapt a speech recogniser to a new speaker. The
+    architecture must match; only adapters (``model.adapter``) may be new."""
     encoder_init: str | None = None
     """A transferlab run folder (or its ``model.safetensors``) whose encoder weights (backbone and
     bottleneck) initialise this run's encoder: how a pretrained run is transferred."""
@@ -165,6 +222,9 @@ class ModelConfig(_Strict):
     initialisation (Yosinski et al.'s AnB). ``null``: the whole encoder."""
     freeze_layers: NonNegativeInt = 0
     """Train with the encoder's first n layers frozen (no gradient)."""
+    adapter: AdapterConfig | None = None
+    """Residual bottleneck adapters (``h + MLP(h)``, zero-initialised so the model starts unchanged): inside an
+    ``hf:`` encoder after its transformer layers, on the features of any other backbone."""
 
 
 class OptimConfig(_Strict):
@@ -174,8 +234,12 @@ class OptimConfig(_Strict):
     nesterov: bool = True
     weight_decay: NonNegativeFloat = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
-    lr_schedule: Literal["inverse", "cosine", "constant"] = "inverse"
-    """``inverse``: lr·(1 + lr_gamma·p)^−lr_power per iteration (Ganin & Lempitsky)."""
+    lr_schedule: Literal["inverse", "cosine", "linear", "constant"] = "inverse"
+    """``inverse``: lr·(1 + lr_gamma·p)^−lr_power per iteration (Ganin & Lempitsky); ``cosine`` and ``linear`` decay
+    to 0 at the last iteration."""
+    warmup: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of the iterations over which the lr rises linearly from 0 (wav2vec2 fine-tuning: 0.1); the
+    schedule then runs over the rest."""
     lr_gamma: NonNegativeFloat = 10.0
     lr_power: NonNegativeFloat = 0.75
 
@@ -191,6 +255,9 @@ class TrainConfig(_Strict):
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
     """Also send every logged record to these experiment trackers (Accelerate's integrations; the package must be
     installed). TensorBoard writes to ``<run>/tensorboard``: ``tensorboard --logdir runs/``."""
+    grad_accumulation: PositiveInt = 1
+    """Sum the gradients of this many batches before each optimizer step (an effective batch this many times
+    data.batch_size); each iteration then draws this many batches per input. Methods that step once per update."""
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -232,8 +299,37 @@ class TransferConfig(_Strict):
     """The grid's k values."""
 
 
+class NormalizeConfig(_Strict):
+    """How transcripts are normalised before training and before WER/CER (``data.transcripts.normalize_transcript``)."""
+
+    lowercase: bool = True
+    numbers: bool = True
+    """Spell numbers out ("12" -> "twelve")."""
+    punctuation: bool = True
+    disfluencies: bool = False
+    """Remove filled pauses (um, uh, er, ...)."""
+
+
+class TaskConfig(_Strict):
+    """What the model predicts. ``classification`` (the default): a class label per sample. ``ctc``: a character
+    transcript per utterance (speech recognition), scored by WER and CER."""
+
+    name: Literal["classification", "ctc"] = "classification"
+    text: str = "text"
+    """CTC: the per-utterance column that holds the transcript, or ``label`` (the class name or number, spelt
+    out: FSDD's digits)."""
+    vocab: str | None = None
+    """CTC: a folder or hub name with a ``vocab.json`` (a wav2vec2 CTC checkpoint, or an earlier CTC run) to reuse its
+    characters; ``null``: the characters of the normalised training transcripts."""
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    group: str | None = None
+    """CTC: a per-utterance column naming each utterance's speaker group (``group``: adult / child). With
+    ``method.group_heads`` it selects each utterance's head; WER/CER are also reported per group."""
+
+
 class Config(_Strict):
     seed: NonNegativeInt = 0
+    task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: dict[str, Any] = Field(default_factory=lambda: {"name": "source_only"})

@@ -25,9 +25,9 @@ from . import data as tl_data
 from .config import Config, DomainConfig, TranslateConfig
 from .data import ArrayDataset
 from .data.modality import feature_dim
-from .data.datasets import labels_per_class, select_classes
+from .data.datasets import labels_per_class, select_classes, select_rows
 from .engine import Trainer
-from .engine.checkpoint import load_tensors
+from .engine.checkpoint import atomic_write_json, load_tensors
 from .errors import CheckpointError, ConfigError, DataError, TransferlabError, state_dict_mismatch
 from .methods import METHODS, Method, MethodConfig
 from .methods.base import make_config
@@ -46,6 +46,8 @@ class Experiment:
     modality: Any = None
     extra_tests: dict[str, ArrayDataset] = dataclasses.field(default_factory=dict)
     """``data.eval``: more labelled sets, by label, evaluated next to ``test``."""
+    augment: Any = None
+    """Training-only augmentation of input batches (``data.audio.augment``), or ``None``."""
 
     def trainer(self, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
                 **engine_options: Any) -> Trainer:
@@ -60,7 +62,7 @@ class Experiment:
             train=c.train, optim=c.optim, batch_size=batch_size, eval_batch_size=c.data.eval_batch_size,
             seed=c.seed, out_dir=out_dir, backbone_lr_scale=c.model.backbone_lr_scale,
             layer_lr_decay=c.model.layer_lr_decay, progress=progress, resume=resume,
-            bucket=c.data.bucket_by_length, **engine_options,
+            bucket=c.data.bucket_by_length, augment=self.augment, **engine_options,
         )
 
 
@@ -130,13 +132,39 @@ def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> Arr
     """One configured set: a registered dataset's part, optionally restricted to some classes and to
     ``labels_per_class`` samples of each (drawn by ``seed``)."""
     dataset = tl_data.load(domain.name, domain.part, root)
+    if domain.where or domain.exclude:
+        dataset = select_rows(dataset, domain.where, domain.exclude)
     if domain.translate is not None:
         dataset = translate_set(dataset, domain.translate, root)
+    if domain.perturb:
+        dataset = perturb_set(dataset, domain.perturb, seed)
     if domain.classes is not None:
         dataset = select_classes(dataset, domain.classes)
     if domain.labels_per_class is not None:
         dataset = labels_per_class(dataset, domain.labels_per_class, seed)
     return dataset
+
+
+def perturb_set(dataset, steps: list, seed: int):
+    """Every utterance of an audio set transformed once (``data.<set>.perturb``), parameters drawn by ``seed``."""
+    from .data.samples import Ragged, SequenceDataset
+
+    AudioAugment = _audio_augment()
+    if not isinstance(dataset, SequenceDataset) or dataset.kind != "audio":
+        raise ConfigError(f"perturb: {dataset.name}/{dataset.part} is not an audio set")
+    augment = AudioAugment(list(steps), int(dataset.sample_rate))
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        rows = []
+        for i in range(len(dataset)):
+            row = dataset.data.row(i).float().unsqueeze(0)
+            out = augment({"input_values": row, "attention_mask": torch.ones_like(row, dtype=torch.long)})
+            rows.append(out["input_values"][0, : int(out["attention_mask"][0].sum())].numpy())
+    finally:
+        torch.random.set_rng_state(state)
+    label = "+".join(f"{s.name}{s.range[0]:g}" + (f"-{s.range[1]:g}" if s.range[1] != s.range[0] else "") for s in steps)
+    return dataclasses.replace(dataset, data=Ragged.from_rows(rows, torch.float32), part=f"{dataset.part}@{label}")
 
 
 def translate_set(dataset, cfg: TranslateConfig, root: str | Path | None = None):
@@ -307,6 +335,11 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
             raise DataError(f"{role} data is empty ({dataset.name}/{dataset.part}): nothing to adapt to or evaluate on")
     labelled = [d for d in (source if method_cls.inputs.get("source") else None, target, test, *extra.values())
                 if d is not None and d.y is not None]
+    if (c.task.name == "ctc") != (method_cls.task == "ctc"):
+        raise ConfigError(f"task.name is {c.task.name}, but method {method_cfg.name} is a {method_cls.task} method; "
+                          f"use method.name: ctc with task.name: ctc (speech recognition), or another method without")
+    if c.task.name == "ctc":
+        labelled = []  # transcripts, not class labels, are what must agree (one vocabulary)
     if len({d.num_classes for d in labelled}) > 1:
         raise DataError(
             "label spaces differ: " + ", ".join(f"{d.name}/{d.part} has {d.num_classes} classes" for d in labelled)
@@ -321,12 +354,84 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     modality = make_modality(c, kind, [d for d in (source, target, test, *extra.values()) if d is not None])
     source, target, test = (modality.prepare(d) if d is not None else None for d in (source, target, test))
     extra = {label: modality.prepare(d) for label, d in extra.items()}
-    method = _make_method(c, method_cfg, kind, modality, source, num_classes)
-    return Experiment(c, method, source, target, test, modality.transform, modality, extra)
+    task = None
+    if c.task.name == "ctc":
+        task = ctc_task(c, [source, *(d for d in (target, test, *extra.values()) if d is not None)])
+        source, target, test = (with_ctc_targets(d, c, task) if d is not None else None for d in (source, target, test))
+        extra = {label: with_ctc_targets(d, c, task) for label, d in extra.items()}
+        num_classes = len(task.vocab)
+    method = _make_method(c, method_cfg, kind, modality, source, num_classes, task=task)
+    return Experiment(c, method, source, target, test, modality.transform, modality, extra,
+                      augment=make_augment(c, kind))
+
+
+def ctc_task(config: Config, sets: list) -> Any:
+    """The CTC vocabulary (``task.vocab``, or the characters of the first set's normalised transcripts: the training
+    set) and the speaker-group names (``task.group``: the values of that column in any set, sorted)."""
+    from .data.transcripts import CTCVocabulary, normalize_transcript, transcripts_of
+    from .methods import CTCTask
+
+    t = config.task
+    for dataset in sets:
+        if getattr(dataset, "kind", None) != "audio":
+            raise ConfigError(f"task.name: ctc transcribes speech; {dataset.name}/{dataset.part} holds "
+                              f"{getattr(dataset, 'kind', 'image')} data")
+    if t.vocab is not None:
+        vocab = CTCVocabulary.load(t.vocab)
+    else:
+        norm = t.normalize.model_dump()
+        vocab = CTCVocabulary.build(normalize_transcript(text, **norm) for text in transcripts_of(sets[0], t.text))
+    groups: list[str] = []
+    if t.group is not None:
+        values: set[str] = set()
+        for dataset in sets:
+            column = dataset.extras.get(t.group)
+            if column is None or len(column) != len(dataset):
+                raise DataError(f"task.group: {dataset.name}/{dataset.part} has no per-utterance column '{t.group}'")
+            values |= {str(v) for v in column.tolist()}
+        groups = sorted(values)
+    return CTCTask(vocab, groups)
+
+
+def with_ctc_targets(dataset, config: Config, task: Any):
+    """``dataset`` with CTC targets: ``labels`` (the normalised transcript's character ids) and, with ``task.group``,
+    ``group`` (the index of each utterance's group in ``task.groups``)."""
+    from .data.samples import Ragged
+    from .data.transcripts import normalize_transcript, transcripts_of
+
+    t = config.task
+    norm = t.normalize.model_dump()
+    ids = [task.vocab.encode(normalize_transcript(text, **norm)) for text in transcripts_of(dataset, t.text)]
+    targets = {"labels": Ragged.from_rows([torch.tensor(row, dtype=torch.long) for row in ids], torch.long)}
+    column = dataset.extras.get(t.group) if t.group is not None else None
+    if column is not None and {str(v) for v in column.tolist()} <= set(task.groups):
+        index = {name: i for i, name in enumerate(task.groups)}
+        targets["group"] = torch.tensor([index[str(v)] for v in column.tolist()], dtype=torch.long)
+    # (a set evaluated later whose groups the run never saw gets no group target: its utterances are routed by the
+    # predicted group, and WER is reported for the set as a whole)
+    return dataclasses.replace(dataset, targets=targets)
+
+
+def _audio_augment():
+    try:
+        from .data.audio_augment import AudioAugment
+    except ImportError as exc:
+        raise ConfigError(f"audio augmentation needs torchaudio ({exc}): pip install 'transferlab[speech]'") from None
+    return AudioAugment
+
+
+def make_augment(config: Config, kind: str) -> Any:
+    """The training-only augmentation the data section asks for (``data.audio.augment``), or ``None``."""
+    steps = config.data.audio.augment
+    if kind != "audio" or not steps:
+        return None
+    AudioAugment = _audio_augment()
+    rate = config.data.audio.sample_rate
+    return AudioAugment.child_preset(rate) if steps == "child" else AudioAugment(list(steps), rate)
 
 
 def _make_method(c: Config, method_cfg: MethodConfig, kind: str, modality: tl_data.Modality, probe,
-                 num_classes: int, initialise: bool = True) -> Method:
+                 num_classes: int, initialise: bool = True, task: Any = None) -> Method:
     """The encoder and method a config describes, for inputs like ``probe`` (forwarded once, so a backbone/input
     mismatch is reported now). ``initialise=False`` skips pretrained and ``encoder_init`` weights (a saved run's
     final weights replace them all)."""
@@ -347,7 +452,50 @@ def _make_method(c: Config, method_cfg: MethodConfig, kind: str, modality: tl_da
         raise ConfigError("model.init_layers copies layers from model.encoder_init; set that too")
     freeze_layers(encoder, c.model.freeze_layers)
     _check_input(encoder, probe, modality.transform, c)
-    return METHODS.get(method_cfg.name)(encoder, num_classes, input_spec=spec, **method_cfg.model_dump(exclude={"name"}))
+    options = {"task": task} if task is not None else {}
+    method = METHODS.get(method_cfg.name)(encoder, num_classes, input_spec=spec, **options,
+                                          **method_cfg.model_dump(exclude={"name"}))
+    if c.model.adapter is not None:
+        add_adapters(method, c.model.adapter)
+    if initialise and c.model.init is not None:
+        load_method_weights(method, c.model.init)
+    return method
+
+
+def load_method_weights(method: Method, source: str | Path) -> None:
+    """Initialise the whole method (encoder and heads) from a finished run's ``model.safetensors`` (``model.init``);
+    only adapter weights may be missing from it (new adapters keep their identity initialisation)."""
+    path = Path(source)
+    path = path / "model.safetensors" if path.is_dir() else path
+    if not path.is_file():
+        raise CheckpointError(f"model.init: {source} is neither a finished transferlab run folder nor a safetensors "
+                              f"file (a run folder holds model.safetensors once training finished)")
+    try:
+        missing, unexpected = method.load_state_dict(load_tensors(path), strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"model.init: {path} does not match this config's model ({state_dict_mismatch(exc)}); "
+                              f"use the same model.backbone, method and task vocabulary (task.vocab: the run folder)"
+                              ) from None
+    missing = [k for k in missing if ".adapters." not in f".{k}"]
+    if missing or unexpected:
+        raise CheckpointError(f"model.init: {path} does not match this config's model (missing {missing[:5]}, "
+                              f"unexpected {list(unexpected)[:5]}); use the run's model.backbone and method")
+
+
+def add_adapters(method: Method, cfg: schema.AdapterConfig) -> None:
+    """Residual adapters in the method's encoder (``model.adapter``), and what trains: ``adapters`` freezes every
+    other parameter and keeps the method's BatchNorm statistics fixed; ``adapters+heads`` freezes the encoder (its
+    BatchNorm statistics too); ``all`` freezes nothing."""
+    from .models import insert_adapters
+
+    adapters = insert_adapters(method.encoder, cfg.bottleneck, cfg.layers)
+    if cfg.train == "all":
+        return
+    frozen = method if cfg.train == "adapters" else method.encoder
+    frozen.requires_grad_(False)
+    adapters.requires_grad_(True)
+    method.hold_eval(frozen, except_=adapters)
+
 
 
 def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path | None = None, resume: bool = False,
@@ -368,6 +516,10 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
     trainer = experiment.trainer(out_dir, progress=progress, echo=echo, result_extra=extra)
     if out_dir is not None:
         trainer.prepare_run(resolved_config(config), resume=resume, overwrite=overwrite, normalize=_resolved)
+        vocab = getattr(experiment.method, "vocab", None)
+        if vocab is not None and trainer.is_main:  # the CTC run's characters (a transformers tokenizer) and groups
+            vocab.save(out_dir)
+            atomic_write_json(Path(out_dir) / "task.json", {"task": "ctc", "groups": experiment.method.groups})
     result = trainer.fit()
     return {**extra, **result}
 
@@ -442,7 +594,15 @@ def load_for_eval(run_dir: str | Path, data_root: str | Path | None = None, on: 
         sets = [load_domain(reference.model_copy(update={"labels_per_class": None}), root, c.seed)]
     modality = make_modality(c, kind, sets)
     dataset = modality.prepare(dataset)
-    method = _make_method(c, method_cfg, kind, modality, dataset, num_classes, initialise=False)
+    task = None
+    if c.task.name == "ctc":  # the run's own characters (saved next to its weights) and speaker groups
+        task = ctc_task(c.model_copy(update={"task": c.task.model_copy(update={"vocab": str(Path(run_dir)),
+                                                                               "group": None})}), [dataset])
+        task.groups = _run_groups(run_dir)
+        if c.task.text == "label" or c.task.text in dataset.extras:  # transcripts to score against
+            dataset = with_ctc_targets(dataset, c, task)
+        num_classes = len(task.vocab)
+    method = _make_method(c, method_cfg, kind, modality, dataset, num_classes, initialise=False, task=task)
     try:
         method.load_state_dict(load_tensors(weights))
     except RuntimeError as exc:
@@ -451,6 +611,14 @@ def load_for_eval(run_dir: str | Path, data_root: str | Path | None = None, on: 
         raise DataError(f"{dataset.name}/{dataset.part} does not fit the run's model (its input differs from the "
                         f"data the run was trained on): {state_dict_mismatch(exc)}") from None
     return Experiment(c, method, None, None, dataset, modality.transform, modality)
+
+
+def _run_groups(run_dir: str | Path) -> list[str]:
+    """The speaker groups a CTC run was built with (its group heads and classifier index them), from its task.json."""
+    path = Path(run_dir) / "task.json"
+    if not path.is_file():
+        return []
+    return list(json.loads(path.read_text()).get("groups", []))
 
 
 def _eval_device(config: Config) -> torch.device:

@@ -67,3 +67,27 @@ class CosineDecay(Schedule):
 
     def __call__(self, progress: float) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class LinearDecay(Schedule):
+    """Learning-rate factor 1 − p, from 1 to 0 (Hugging Face's default schedule)."""
+
+    def __call__(self, progress: float) -> float:
+        return max(0.0, 1.0 - progress)
+
+
+@dataclass(frozen=True)
+class Warmup(Schedule):
+    """A linear rise from 0 over the first ``fraction`` of training, then ``after`` over the rest (its progress
+    restarts at 0 when the warm-up ends): wav2vec2's and BERT's fine-tuning schedules."""
+
+    after: Schedule
+    fraction: float
+
+    def __call__(self, progress: float) -> float:
+        if self.fraction <= 0:
+            return self.after(progress)
+        if progress < self.fraction:
+            return progress / self.fraction
+        return self.after((progress - self.fraction) / (1.0 - self.fraction))

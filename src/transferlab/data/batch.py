@@ -57,6 +57,14 @@ def concat_inputs(a: Inputs, b: Inputs) -> Inputs:
     return torch.cat([a, b])
 
 
+def _cat_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Targets of two batches joined; sequence targets (CTC labels) padded with 0 to the longer one first."""
+    if a.dim() >= 2 and a.shape[1] != b.shape[1]:
+        length = max(a.shape[1], b.shape[1])
+        a, b = _pad_last(a, length), _pad_last(b, length)
+    return torch.cat([a, b])
+
+
 def split_inputs(inputs: Inputs, n: int) -> tuple[Inputs, Inputs]:
     """The first ``n`` samples and the rest (the inverse of :func:`concat_inputs`, padding kept)."""
     if isinstance(inputs, dict):
@@ -88,7 +96,7 @@ class Batch:
     def concat(a: Batch, b: Batch) -> Batch:
         y = torch.cat([a.y, b.y]) if a.y is not None and b.y is not None else None
         shared = set(a.targets) & set(b.targets)
-        return Batch(concat_inputs(a.x, b.x), y, {k: torch.cat([a.targets[k], b.targets[k]]) for k in shared})
+        return Batch(concat_inputs(a.x, b.x), y, {k: _cat_padded(a.targets[k], b.targets[k]) for k in shared})
 
     def split(self, n: int) -> tuple[Batch, Batch]:
         x1, x2 = split_inputs(self.x, n)

@@ -195,6 +195,33 @@ def select_classes(dataset: ArrayDataset, classes: list[int | list[int]]) -> Arr
     return kept.with_labels(mapping[kept.y], len(classes), names)
 
 
+def select_rows(dataset, where: dict[str, list] | None = None, exclude: dict[str, list] | None = None):
+    """The rows whose per-sample column (an extra such as ``speaker`` or ``group``) has one of the ``where`` values
+    and none of the ``exclude`` values (speaker-disjoint splits; one group). Values are compared as text, so
+    ``{speaker: [3]}`` matches a column of ``"3"``."""
+    keep = np.ones(len(dataset), dtype=bool)
+    for rule, condition in (("where", where or {}), ("exclude", exclude or {})):
+        for column, values in condition.items():
+            data = dataset.extras.get(column)
+            if data is None or getattr(data, "ndim", 0) != 1 or len(data) != len(dataset):
+                available = sorted(k for k, v in dataset.extras.items() if getattr(v, "ndim", 0) == 1
+                                   and len(v) == len(dataset))
+                raise DataError(f"{rule}: {dataset.name}/{dataset.part} has no per-sample column '{column}'; its "
+                                f"columns are {available or 'none'}")
+            text = data.astype(str)
+            wanted = np.isin(text, [str(v) for v in values])
+            unknown = sorted({str(v) for v in values} - set(text.tolist()))
+            if unknown:
+                raise DataError(f"{rule}: {column} value(s) {unknown} do not occur in {dataset.name}/{dataset.part} "
+                                f"(it has {sorted(set(text.tolist()))[:20]})")
+            keep &= wanted if rule == "where" else ~wanted
+    if keep.all():
+        return dataset
+    if not keep.any():
+        raise DataError(f"where/exclude leave no rows of {dataset.name}/{dataset.part}")
+    return dataset.subset(torch.from_numpy(np.nonzero(keep)[0]))
+
+
 def labels_per_class(dataset: ArrayDataset, k: int, seed: int) -> ArrayDataset:
     """``k`` labelled samples of every class, drawn without replacement by ``seed`` (the few-label
     sets of the transfer protocol; the same seed always gives the same samples)."""

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class ImportResult:
     counts: dict[str | None, int]
     new_dataset: bool
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +83,9 @@ class _Prepared:
     """Whether ``classes`` are real names (``arrays`` without a ``classes`` array: indices only, not stored)."""
     notes: list[str] = field(default_factory=list)
     """Facts for SOURCE.md (sizes, rates, channels)."""
+    warnings: list[str] = field(default_factory=list)
+    """Notes the user should see now (clipped or rescaled audio): also in ``notes``, and printed to stderr as
+    ``warning: ...`` once the import is written."""
 
 
 class _Problems:
@@ -304,17 +309,61 @@ def read_text(source: Path, *, text_column: str = "text", label_column: str = "l
 # --- audio -----------------------------------------------------------------------------------------------------
 
 
+CLIP_LEVEL = 0.999
+"""A sample with ``|x| >= CLIP_LEVEL`` (of full scale, 1.0) is at full scale."""
+CLIP_RUN = 3
+"""Full-scale samples count towards clipping only in runs of at least this many (same sign, one channel): one or two
+samples at the top of a peak-normalised wave are not clipping, a flat top is."""
+CLIP_FRACTION = 0.001
+"""A file is reported as clipped when at least this fraction of its samples lie in such runs."""
+FULL_SCALE = 32767 / 32768
+"""The largest float that int16 stores without clipping; a float file beyond ±1 is scaled so its peak lands here."""
+LISTED_FILES = 5
+"""File names shown in one note or warning (all are counted)."""
+
+
 def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """Every sample of ``path`` as float64 ``(frames, channels)`` in [-1, 1] full scale (float files as stored), and
+    its rate."""
     import soundfile
 
     data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    return data.mean(axis=1), int(rate)
+    return data, int(rate)
+
+
+def _clipped_samples(data: np.ndarray) -> int:
+    """How many samples of ``data`` ``(frames, channels)`` sit at full scale in runs of at least :data:`CLIP_RUN`."""
+    total = 0
+    for channel in data.T:
+        for at_top in (channel >= CLIP_LEVEL, channel <= -CLIP_LEVEL):
+            if not at_top.any():
+                continue
+            edges = np.diff(np.concatenate([[0], at_top.astype(np.int8), [0]]))
+            runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+            total += int(runs[runs >= CLIP_RUN].sum())
+    return total
+
+
+def _some(names: list[str]) -> str:
+    """The first :data:`LISTED_FILES` of ``names`` and how many more."""
+    shown = ", ".join(names[:LISTED_FILES])
+    return shown + (f" and {len(names) - LISTED_FILES} more" if len(names) > LISTED_FILES else "")
+
+
+def _files(n: int) -> str:
+    return f"{n} file{'' if n == 1 else 's'}"
 
 
 def read_audio(source: Path, *, manifest: Path | None = None, sample_rate: int | None = None,
                existing: list[str] | None = None, labelled_before: bool | None = None) -> _Prepared:
     """A folder of audio files and a manifest CSV (``path``, ``label`` and/or ``transcript``, optional ``speaker``,
-    other columns kept as strings); every file decoded, averaged to mono, resampled to one rate, stored int16."""
+    other columns kept as strings); every file decoded, averaged to mono, resampled to one rate, stored int16.
+
+    Bad audio (docs/importing.md, "Bad audio"): a file that cannot be decoded, has no samples or has NaN or infinite
+    samples is a bad row. A float file whose mono mix goes beyond ±1 is divided by its peak (int16 cannot hold it;
+    clipping would distort it). A file with runs of full-scale samples is kept as it is and listed as clipped.
+    Multi-channel files, the rates found and the files resampled or scaled are listed in the notes (SOURCE.md);
+    clipped and scaled files are also returned as warnings."""
     import soundfile
 
     if not source.is_dir():
@@ -350,6 +399,9 @@ def read_audio(source: Path, *, manifest: Path | None = None, sample_rate: int |
     clips: list[np.ndarray] = []
     records: list[dict[str, Any]] = []
     rates: Counter[int] = Counter()
+    multichannel: list[str] = []
+    clipped: list[str] = []
+    scaled: list[str] = []  # "name (peak P)"
     target = sample_rate
     for lineno, record, problem in _records(manifest, ["path"]):
         if problem is not None:
@@ -369,22 +421,36 @@ def read_audio(source: Path, *, manifest: Path | None = None, sample_rate: int |
         if "transcript" in header and not transcript.strip():
             wrong.append("empty transcript")
         path = source / relative
-        samples, rate = np.zeros(0), 0
+        data, rate = np.zeros((0, 1)), 0
         if not path.is_file():
             wrong.append(f"file {path} not found")
         else:
             try:
-                samples, rate = _decode(path)
+                data, rate = _decode(path)
             except (soundfile.SoundFileError, RuntimeError, OSError, ValueError, EOFError) as exc:
                 wrong.append(f"cannot decode as audio ({type(exc).__name__}: {str(exc).strip()})")
             else:
-                if len(samples) == 0:
+                bad = data.size - int(np.isfinite(data).sum())
+                if data.size == 0:
                     wrong.append("no audio samples")
+                elif bad:
+                    wrong.append(f"{bad} of {data.size} samples are not finite (NaN or infinite); a float file "
+                                 f"holds them, replace or drop it")
         if wrong:
             problems.add(f"{where}: {'; '.join(wrong)}")
             continue
         rates[rate] += 1
         target = target or rate
+        if data.shape[1] > 1:
+            multichannel.append(relative)
+        samples = data.mean(axis=1)
+        peak = float(np.abs(samples).max())
+        if peak > 1.0:  # only float files go beyond full scale: scale the whole file down rather than clip it
+            samples = samples * (FULL_SCALE / peak)
+            scaled.append(f"{relative} (peak {peak:.3g})")
+        elif np.abs(data).max() <= 1.0 and _clipped_samples(data) >= max(1, CLIP_FRACTION * data.size):
+            # (a float channel beyond ±1 has no full scale to be clipped at)
+            clipped.append(relative)
         samples = resample(samples, rate, target)
         clips.append(np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16))
         records.append({**record, "label": label, "transcript": transcript.strip(), "path": relative})
@@ -408,10 +474,24 @@ def read_audio(source: Path, *, manifest: Path | None = None, sample_rate: int |
         arrays[column] = np.asarray([_cell(r, column) for r in records], dtype=str)
     seconds = lengths.sum() / target
     resampled = sum(n for r, n in rates.items() if r != target)
-    notes = [f"utterances: {len(clips)}, {seconds:.1f} s at {target} Hz, mono int16 (channels averaged); "
-             f"source rates {dict(sorted(rates.items()))}, {resampled} file(s) resampled with "
-             f"scipy.signal.resample_poly", f"manifest: {manifest.resolve()}"]
-    return _Prepared("audio", "audio", classes, y, arrays=arrays, options={"label_key": "y"}, notes=notes)
+    found = ", ".join(f"{r} Hz ({_files(n)})" for r, n in sorted(rates.items()))
+    notes = [f"utterances: {len(clips)}, {seconds:.1f} s, stored mono int16 at {target} Hz",
+             f"sample rates found: {found}; "
+             + (f"{_files(resampled)} resampled to {target} Hz with scipy.signal.resample_poly" if resampled
+                else "none resampled"),
+             f"channels: {_files(len(multichannel))} with more than one channel, averaged to mono"
+             + (f": {_some(multichannel)}" if multichannel else "")]
+    warnings = []
+    if scaled:
+        warnings.append(f"{_files(len(scaled))} with float samples beyond [-1, 1] scaled down by the peak to fit "
+                        f"int16 (the whole file, so it is quieter than the source): {_some(scaled)}")
+    if clipped:
+        verb = "looks" if len(clipped) == 1 else "look"
+        warnings.append(f"{_files(len(clipped))} {verb} clipped (at least {CLIP_FRACTION:.1%} of the samples in "
+                        f"runs at full scale); kept unchanged: {_some(clipped)}")
+    notes += warnings + [f"manifest: {manifest.resolve()}"]
+    return _Prepared("audio", "audio", classes, y, arrays=arrays, options={"label_key": "y"}, notes=notes,
+                     warnings=warnings)
 
 
 # --- arrays ----------------------------------------------------------------------------------------------------
@@ -624,8 +704,10 @@ def import_dataset(kind: str, source: str | Path, name: str, *, root: str | Path
     except OSError as exc:
         raise DataError(f"cannot write the dataset under {base}: {exc}") from None
     rows = sum(counts.values())
+    for warning in prepared.warnings:
+        print(f"warning: {name}/{part}: {warning}", file=sys.stderr)
     return ImportResult(name, part, prepared.kind, folder, rows, list(prepared.classes), counts, meta is None,
-                        prepared.notes)
+                        prepared.notes, prepared.warnings)
 
 
 def _manifest_text(manifest: dict[str, Any]) -> str:

@@ -156,6 +156,9 @@ class SequenceDataset(_Labelled):
     input_key: str = "input_values"
     pad_value: float = 0.0
     sample_rate: int | None = None
+    targets: dict[str, Ragged | torch.Tensor] = field(default_factory=dict)
+    """Per-sample training targets besides ``y``: a tensor (one value per sample, e.g. ``group``) or a
+    :class:`Ragged` (a sequence per sample, e.g. CTC ``labels``); :meth:`batch_targets` gathers them."""
 
     def __len__(self) -> int:
         return len(self.data)
@@ -168,7 +171,21 @@ class SequenceDataset(_Labelled):
         padded, mask = self.data.pad(index, self.pad_value)
         return {self.input_key: padded, "attention_mask": mask}
 
+    def batch_targets(self, index) -> dict[str, torch.Tensor]:
+        """The rows' targets: tensors gathered; a sequence target ``name`` padded with 0 to the longest row, with its
+        lengths as ``name_lengths``."""
+        index = _index(index)
+        out: dict[str, torch.Tensor] = {}
+        for name, value in self.targets.items():
+            if isinstance(value, Ragged):
+                out[name], _ = value.pad(index, 0)
+                out[f"{name}_lengths"] = value.lengths[index]
+            else:
+                out[name] = value[index]
+        return out
+
     def subset(self, index) -> SequenceDataset:
         index = _index(index)
+        targets = {k: v.select(index) if isinstance(v, Ragged) else v[index] for k, v in self.targets.items()}
         return replace(self, data=self.data.select(index), y=None if self.y is None else self.y[index],
-                       extras=self._extras(index))
+                       extras=self._extras(index), targets=targets)

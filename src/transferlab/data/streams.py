@@ -222,7 +222,7 @@ class SampleStream:
         self.position += 1
         x = to_device(self.dataset.batch(index), self.device)
         y = self.dataset.y[index].to(self.device, non_blocking=True) if self.labelled else None
-        return Batch(self.transform(x) if self.transform else x, y)
+        return Batch(self.transform(x) if self.transform else x, y, _targets(self.dataset, index, self.device))
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
@@ -230,6 +230,13 @@ class SampleStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
         self._batches = self._epoch_batches(self.epoch)
+
+
+def _targets(dataset, index: torch.Tensor, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The per-sample targets of a batch (CTC labels, speaker groups), on ``device``; none for most sets."""
+    if not getattr(dataset, "targets", None):
+        return {}
+    return {k: v.to(device, non_blocking=True) for k, v in dataset.batch_targets(index).items()}
 
 
 def make_stream(dataset, batch_size: int, *, seed: int, device: torch.device | str = "cpu",
@@ -267,4 +274,4 @@ def iterate_batches(dataset, batch_size: int, *, device: torch.device | str = "c
         rows = index[start : start + batch_size]
         x = to_device(dataset.batch(rows), device)
         y = None if dataset.y is None else dataset.y[rows].to(device, non_blocking=True)
-        yield Batch(transform(x) if transform else x, y)
+        yield Batch(transform(x) if transform else x, y, _targets(dataset, rows, device))

@@ -35,6 +35,42 @@ def classification_metrics(confusion: torch.Tensor) -> dict[str, float]:
             "macro_f1": 100.0 * (f1[present].mean().item() if present.any() else 0.0)}
 
 
+def edit_counts(references: list[str], hypotheses: list[str]) -> torch.Tensor:
+    """Word and character edit counts of hypotheses against references (both already normalised), as a float64
+    tensor ``[word_errors, words, char_errors, chars, utterances]``: sums, so they add up across batches and
+    processes, and :func:`error_rates` turns the totals into WER and CER. Counted by ``jiwer`` (Levenshtein
+    alignment: substitutions + deletions + insertions; characters include the spaces between words, as jiwer's CER
+    does). An empty reference counts its hypothesis' words as insertions."""
+    try:
+        import jiwer
+    except ImportError:
+        raise TransferlabError("WER/CER are counted by the package jiwer, which is not installed: "
+                               "pip install 'transferlab[speech]' (or pip install jiwer)") from None
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    counts = torch.zeros(5, dtype=torch.float64)
+    for ref, hyp in zip(references, hypotheses):
+        if not ref.strip():  # jiwer refuses empty references: every hypothesis word is an insertion
+            counts[0] += len(hyp.split())
+            counts[2] += len(hyp)
+        else:
+            words = jiwer.process_words(ref, hyp)
+            chars = jiwer.process_characters(ref, hyp)
+            counts[0] += words.substitutions + words.deletions + words.insertions
+            counts[1] += words.substitutions + words.deletions + words.hits
+            counts[2] += chars.substitutions + chars.deletions + chars.insertions
+            counts[3] += chars.substitutions + chars.deletions + chars.hits
+        counts[4] += 1
+    return counts
+
+
+def error_rates(counts: torch.Tensor) -> dict[str, float]:
+    """WER and CER (%) from summed :func:`edit_counts` (corpus-level: total edits over total reference words, not
+    a mean of per-utterance rates)."""
+    word_errors, words, char_errors, chars, _ = counts.double().tolist()
+    return {"wer": 100.0 * word_errors / max(words, 1.0), "cer": 100.0 * char_errors / max(chars, 1.0)}
+
+
 TRACKERS = {  # config name -> (accelerate.tracking class, the package it needs)
     "tensorboard": ("TensorBoardTracker", "tensorboard"),
     "mlflow": ("MLflowTracker", "mlflow"),

@@ -20,7 +20,7 @@ from torch import nn
 from ..config import OptimConfig
 from ..errors import TransferlabError
 from ..methods.base import OptimizerRequest
-from ..schedules import Constant, CosineDecay, InverseDecay, Schedule
+from ..schedules import Constant, CosineDecay, InverseDecay, LinearDecay, Schedule, Warmup
 
 
 def optimizer_config(base: OptimConfig, overrides: dict[str, Any]) -> OptimConfig:
@@ -78,8 +78,14 @@ def _build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for:
 
 def lr_schedule(cfg: OptimConfig) -> Schedule:
     if cfg.lr_schedule == "inverse":
-        return InverseDecay(cfg.lr_gamma, cfg.lr_power)
-    return CosineDecay() if cfg.lr_schedule == "cosine" else Constant(1.0)
+        schedule: Schedule = InverseDecay(cfg.lr_gamma, cfg.lr_power)
+    elif cfg.lr_schedule == "cosine":
+        schedule = CosineDecay()
+    elif cfg.lr_schedule == "linear":
+        schedule = LinearDecay()
+    else:
+        schedule = Constant(1.0)
+    return Warmup(schedule, cfg.warmup) if cfg.warmup > 0 else schedule
 
 
 def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:

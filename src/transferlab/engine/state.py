@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +26,9 @@ from .optim import _match_param_layout
 def seed_process(seed: int, rank: int, step: int = 0) -> None:
     """Seed this process's torch generator for ``rank``: at a fresh start (``step=0``), or when a rank other
     than 0 resumes at ``step``."""
-    torch.manual_seed(seed * 7919 + rank * 104729 + step)
+    value = seed * 7919 + rank * 104729 + step
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)  # NumPy's global generator: Hugging Face's wav2vec2 draws SpecAugment masks from it
 
 
 def pack_training_state(method: nn.Module, optimizers: dict[str, torch.optim.Optimizer], streams: dict[str, Any],
@@ -39,12 +42,14 @@ def pack_training_state(method: nn.Module, optimizers: dict[str, torch.optim.Opt
         optim_tensors.update(tensors)
         optim_meta[name] = meta
     rng = {"cpu": torch.get_rng_state()}
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    rng["numpy"] = torch.from_numpy(keys.astype(np.int64))
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
     files = {"model.safetensors": method.state_dict(), "optimizers.safetensors": optim_tensors,
              "rng.safetensors": rng}
     state = {"total_steps": total_steps, "optimizers": optim_meta, "world_size": world,
-             "train_seconds": train_seconds,
+             "train_seconds": train_seconds, "numpy_rng": [kind, int(position), int(has_gauss), float(gauss)],
              "streams": {name: stream.state_dict() for name, stream in streams.items()}}
     return files, state
 
@@ -69,6 +74,9 @@ def restore_training_state(path: Path, state: dict[str, Any], method: nn.Module,
     rng = load_tensors(path / "rng.safetensors")
     if rank == 0:
         torch.set_rng_state(rng["cpu"])
+        if "numpy" in rng and "numpy_rng" in state:  # checkpoints before 2026-12-03 did not keep it
+            kind, position, has_gauss, gauss = state["numpy_rng"]
+            np.random.set_state((kind, rng["numpy"].numpy().astype(np.uint32), position, has_gauss, gauss))
         if "cuda" in rng and device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], device)
     else:  # per-rank dropout streams are re-seeded deterministically from the step

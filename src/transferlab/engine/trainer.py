@@ -36,7 +36,7 @@ from ..methods.base import Method
 from ..schedules import Schedule
 from . import distributed, graphs
 from .checkpoint import CheckpointManager, RunLock, atomic_write_json, prepare_run_dir, save_tensors
-from .metrics import MetricsLog, classification_metrics, confusion_matrix, make_trackers
+from .metrics import MetricsLog, classification_metrics, confusion_matrix, edit_counts, error_rates, make_trackers
 from .optim import build_optimizer, lr_schedule, optimizer_config
 from .state import pack_training_state, restore_training_state, seed_process
 
@@ -93,9 +93,17 @@ class _Context:
     total_steps: int
     progress: float
     scalars: dict[str, float] = field(default_factory=dict)
+    micro: int = 0  # gradient accumulation: this update's index among the iteration's n_micro updates
+    n_micro: int = 1
+    steps: int = 0  # backward_and_step calls in this update
 
     def backward_and_step(self, loss: torch.Tensor, *optimizers: str) -> None:
-        self.trainer._backward_and_step(loss, optimizers)
+        self.steps += 1
+        if self.n_micro > 1 and self.steps > 1:
+            raise TransferlabError(f"train.grad_accumulation sums the gradients of one backward pass per batch, but "
+                                   f"{self.trainer.method.hparams.name} steps its optimizers several times per update; "
+                                   f"set train.grad_accumulation: 1 (and raise data.batch_size instead)")
+        self.trainer._backward_and_step(loss, optimizers, self.micro, self.n_micro)
 
     def scalar(self, name: str, schedule: Schedule) -> float | torch.Tensor:
         value = float(schedule(self.progress))
@@ -106,6 +114,13 @@ class _Context:
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.trainer.world == 1 else distributed.gather_with_grad(tensor)
+
+
+def _then(first: Callable | None, second: Callable) -> Callable:
+    """``second(first(x))``: the modality's transform, then the training-only augmentation."""
+    if first is None:
+        return second
+    return lambda x: second(first(x))
 
 
 class Trainer:
@@ -125,7 +140,8 @@ class Trainer:
                  backbone_lr_scale: float = 1.0, layer_lr_decay: float = 1.0, progress: bool = True,
                  resume: bool = False,
                  echo: bool = False, max_device_bytes: int = 2 << 30, bucket: bool = True,
-                 result_extra: dict[str, Any] | None = None, _emulate_graphs: bool = False) -> None:
+                 result_extra: dict[str, Any] | None = None, augment: Callable | None = None,
+                 _emulate_graphs: bool = False) -> None:
         from accelerate import PartialState
 
         self.cfg = train or TrainConfig()
@@ -170,9 +186,10 @@ class Trainer:
         # source/target streams of domain adaptation are what they always were). Different ranks draw
         # different batches; everything else is identical across ranks. Small sets live on the device
         # (TensorStream); large ones go through DataLoader workers.
+        train_transform = transform if augment is None else _then(transform, augment)  # training batches only
         self.streams = {
             name: make_stream(sets[name], batch_size, seed=seed * 2 + (name == "target") + 1000 * self.rank,
-                              device=self.device, transform=transform, labelled=labelled,
+                              device=self.device, transform=train_transform, labelled=labelled,
                               max_device_bytes=max_device_bytes, bucket=bucket)
             for name, labelled in method.inputs.items()
         }
@@ -212,13 +229,18 @@ class Trainer:
         self._broadcast(parameters=True)
 
     # --- pieces used by the step -------------------------------------------------------------------
-    def _backward_and_step(self, loss: torch.Tensor, names: tuple[str, ...]) -> None:
+    def _backward_and_step(self, loss: torch.Tensor, names: tuple[str, ...], micro: int = 0, n_micro: int = 1) -> None:
+        """Back-propagate and step. With gradient accumulation (``n_micro`` > 1) the gradients of the iteration's
+        ``n_micro`` losses, each divided by ``n_micro``, are summed, and the optimizers step after the last."""
         unknown = [n for n in names if n not in self.optimizers]
         if unknown or not names:
             raise ValueError(f"backward_and_step needs optimizer names from {sorted(self.optimizers)}; got {names}")
-        self.method.zero_grad(set_to_none=True)
+        if micro == 0:
+            self.method.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=False):
-            loss.backward()
+            (loss / n_micro if n_micro > 1 else loss).backward()
+        if micro < n_micro - 1:
+            return
         if self.world > 1:
             distributed.average_gradients((p for n in names for p in self._params_of[n]), self.world)
         for name in names:
@@ -252,6 +274,9 @@ class Trainer:
             raise TransferlabError(f"{self.method.hparams.name}'s update cannot be captured as one CUDA graph "
                                    f"({self.method.graph_capturable_why or 'it decides on the host per step'}); "
                                    f"set train.cuda_graph: false")
+        if self.cfg.grad_accumulation > 1:
+            raise TransferlabError("train.cuda_graph replays one recorded step; it cannot accumulate gradients over "
+                                   "several batches. Set train.grad_accumulation: 1 or train.cuda_graph: false")
         if self.world > 1:
             raise TransferlabError("train.cuda_graph runs on one process; under torchrun/accelerate launch set "
                                    "train.cuda_graph: false (or run one process per seed, e.g. benchmarks' --parallel)")
@@ -305,29 +330,75 @@ class Trainer:
             self._lock.release(discard=discard)
             self._lock = None
 
+    def parameter_counts(self) -> dict[str, int]:
+        """The method's parameters: ``total``, and ``trainable`` (those some optimizer updates)."""
+        trainable = {id(p): p.numel() for params in self._params_of.values() for p in params if p.requires_grad}
+        return {"total": int(sum(p.numel() for p in self.method.parameters())), "trainable": int(sum(trainable.values()))}
+
     # --- evaluation ----------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Accuracy and macro-F1 (%) of ``method.predict`` on each evaluation set, from a confusion matrix summed over
-        processes; never used to pick a model."""
+        """The task's metrics on each evaluation set, from sums reduced over processes; never used to pick a model.
+        Classification: accuracy and macro-F1 (%) of ``method.predict`` from a confusion matrix. CTC: WER and CER (%)
+        of ``method.transcribe`` from edit counts, also per speaker group, and the group classifier's accuracy."""
         self._broadcast()
         was_training = self.method.training
         self.method.eval()
         results = {}
-        k = self.method.num_classes
         for name, dataset in self.eval_sets.items():
-            confusion = torch.zeros(k, k, dtype=torch.long, device=self.device)
-            for batch in iterate_batches(dataset, self.eval_batch_size, device=self.device, transform=self.transform,
-                                         shard=(self.rank, self.world), sort_by_length=True):
-                with self._autocast():
-                    logits = self.method.predict(batch.x)
-                confusion += confusion_matrix(batch.y, logits.argmax(dim=1), k)
-            if self.world > 1:
-                distributed.sum_over_ranks(confusion)
-            for metric, value in classification_metrics(confusion.cpu()).items():
-                results[f"{name}/{metric}"] = value
+            batches = iterate_batches(dataset, self.eval_batch_size, device=self.device, transform=self.transform,
+                                      shard=(self.rank, self.world), sort_by_length=True)
+            metrics = self._evaluate_ctc(batches) if self.method.task == "ctc" else self._evaluate_classes(batches)
+            results.update({f"{name}/{metric}": value for metric, value in metrics.items()})
         self.method.train(was_training)
         return results
+
+    def _evaluate_classes(self, batches) -> dict[str, float]:
+        k = self.method.num_classes
+        confusion = torch.zeros(k, k, dtype=torch.long, device=self.device)
+        for batch in batches:
+            with self._autocast():
+                logits = self.method.predict(batch.x)
+            confusion += confusion_matrix(batch.y, logits.argmax(dim=1), k)
+        if self.world > 1:
+            distributed.sum_over_ranks(confusion)
+        return classification_metrics(confusion.cpu())
+
+    def _evaluate_ctc(self, batches) -> dict[str, float]:
+        groups = list(getattr(self.method, "groups", []))
+        vocab = self.method.vocab
+        # rows: every utterance, then one per group; columns: edit_counts' [word_errors, words, char_errors, ...]
+        counts = torch.zeros(1 + len(groups), 5, dtype=torch.float64)
+        routed = torch.zeros(2, dtype=torch.float64)  # group classifier: correct, utterances
+        for batch in batches:
+            group = batch.targets.get("group")
+            with self._autocast():
+                hypotheses, predicted = self.method.transcribe(batch.x, group)
+            labels, lengths = batch.targets["labels"].cpu(), batch.targets["labels_lengths"].cpu()
+            references = [vocab.decode(labels[i, : int(n)].tolist()) for i, n in enumerate(lengths)]
+            counts[0] += edit_counts(references, hypotheses)
+            if group is not None:
+                group = group.cpu()
+                for g in range(len(groups)):
+                    rows = torch.nonzero(group == g).squeeze(1).tolist()
+                    if rows:
+                        counts[1 + g] += edit_counts([references[i] for i in rows], [hypotheses[i] for i in rows])
+                if predicted is not None:
+                    routed += torch.tensor([float((predicted.cpu() == group).sum()), float(len(group))],
+                                           dtype=torch.float64)
+        if self.world > 1:
+            counts, routed = counts.to(self.device), routed.to(self.device)
+            distributed.sum_over_ranks(counts)
+            distributed.sum_over_ranks(routed)
+            counts, routed = counts.cpu(), routed.cpu()
+        metrics = error_rates(counts[0])
+        for g, group_name in enumerate(groups):
+            if counts[1 + g, 4] > 0:
+                metrics.update({f"{key}_{group_name}": value for key, value in error_rates(counts[1 + g]).items()})
+        if routed[1] > 0:
+            metrics["group_acc"] = 100.0 * float(routed[0] / routed[1])
+        metrics["utterances"] = int(counts[0, 4])
+        return metrics
 
     # --- checkpoints ---------------------------------------------------------------------------------
     def _checkpoints(self) -> CheckpointManager | None:
@@ -497,13 +568,20 @@ class Trainer:
             ctx = _Context(self, self.step, total, progress)
             if self._compile_cudagraphs:  # a new step: CUDA-graph outputs of the last one may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
-            batches = [next(stream) for stream in self.streams.values()]
             if self._graphs is not None:
+                batches = [next(stream) for stream in self.streams.values()]
                 for schedule, tensor in self._scalar_tensors.values():  # outside any graph: this step's values
                     tensor.fill_(float(schedule(progress)))
                 losses = self._graphs.step(batches, ctx, self._scalar_tensors)
             else:
-                losses = self._run_update(batches, ctx)
+                losses = {}
+                ctx.n_micro = self.cfg.grad_accumulation
+                for micro in range(ctx.n_micro):  # one update per batch; the optimizers step after the last
+                    ctx.micro, ctx.steps = micro, 0
+                    batches = [next(stream) for stream in self.streams.values()]
+                    for key, value in self._run_update(batches, ctx).items():
+                        value = value.detach().float() / ctx.n_micro  # logged: the mean over the micro-batches
+                        losses[key] = losses[key] + value if key in losses else value
             for key, value in losses.items():  # stays on the device: no host sync inside the step
                 value = value.detach().float()  # (a replayed graph's outputs are overwritten by the next replay)
                 running[key] = running[key] + value if key in running else value.clone()
@@ -552,6 +630,7 @@ class Trainer:
             "device": device_description(self.device),
             "world_size": self.world,
             "cuda_graph": self._graphs is not None,  # whether the steps ran as CUDA graphs (not only asked for)
+            "parameters": self.parameter_counts(),
         }
         if self.out_dir is not None and self.is_main:
             save_tensors(self.out_dir / "model.safetensors", self.method.state_dict())

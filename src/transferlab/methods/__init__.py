@@ -4,6 +4,7 @@ from .adda import ADDA
 from .autoencoder import Autoencoder, DenoisingAutoencoder, SparseAutoencoder
 from .base import METHODS, InputSpec, Method, MethodConfig, OptimizerRequest, StepContext
 from .cdan import CDAN, CDANE
+from .ctc import CTC, CTCTask
 from .dann import DANN
 from .mcd import MCD
 from .simclr import SimCLR
@@ -11,5 +12,5 @@ from .supervised import LinearProbe, SourceOnly, Supervised
 
 __all__ = [
     "METHODS", "InputSpec", "Method", "MethodConfig", "OptimizerRequest", "StepContext",
-    "ADDA", "Autoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "SimCLR", "CDAN", "CDANE", "DANN", "LinearProbe", "MCD", "SourceOnly", "Supervised",
+    "ADDA", "Autoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "SimCLR", "CDAN", "CDANE", "CTC", "CTCTask", "DANN", "LinearProbe", "MCD", "SourceOnly", "Supervised",
 ]

@@ -78,6 +78,10 @@ class Method(nn.Module):
     transfer protocol take ``{"source": True}``; self-supervised pretraining takes ``{"source": False}``
     (the unlabelled data of self-taught learning is its source)."""
 
+    task: ClassVar[str] = "classification"
+    """What the engine evaluates: ``classification`` (``predict`` gives class logits: accuracy, macro-F1) or ``ctc``
+    (``transcribe`` gives transcripts: WER, CER)."""
+
     graph_capturable: ClassVar[bool] = True
     """Whether ``update`` can be recorded once as a CUDA graph and replayed (``train.cuda_graph``): it must
     not read tensor values on the host, and its Python path may change only between phases
@@ -91,6 +95,21 @@ class Method(nn.Module):
         self.encoder = encoder
         self.num_classes = num_classes
         self.input_spec = input_spec
+
+    def hold_eval(self, module: nn.Module, *, except_: nn.Module | None = None) -> None:
+        """Keep ``module`` (a frozen part: an encoder under adapters) in eval mode whenever the method trains, so its
+        BatchNorm statistics and dropout do not change; ``except_`` (the adapters inside it) still trains."""
+        held = self.__dict__.setdefault("_held_eval", [])  # not registered as submodules: no duplicate state
+        held.append((module, except_))
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module, exception in self.__dict__.get("_held_eval", []):
+            nn.Module.train(module, False)  # not a subclass's train(): the held module may be this method
+            if exception is not None:
+                exception.train(mode)
+        return self
 
     # --- the contract -------------------------------------------------------------------------
     def update(self, *batches_then_ctx: Any) -> dict[str, torch.Tensor]:

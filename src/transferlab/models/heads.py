@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .layers import lr_stages
 
 
@@ -31,6 +32,14 @@ class Encoder(nn.Module):
 
     def forward(self, x) -> torch.Tensor:
         return self.bottleneck(self.backbone(x))
+
+    def sequence(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame states ``(B, T, D)`` and their mask ``(B, T)`` of a sequence backbone (``hf:``), for per-frame heads
+        such as CTC; the bottleneck (a per-sample layer) is not applied."""
+        if not hasattr(self.backbone, "sequence"):
+            raise ConfigError(f"the {type(self.backbone).__name__} backbone gives one vector per sample, not per-frame "
+                              f"states; a CTC head needs an hf: backbone (wav2vec2/HuBERT-style)")
+        return self.backbone.sequence(x)
 
     def lr_scales(self, backbone_scale: float = 1.0, layer_decay: float = 1.0) -> dict[int, float]:
         """Learning-rate multipliers by ``id(parameter)`` for the backbone: ``backbone_scale`` at its last stage and
