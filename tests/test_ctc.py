@@ -328,3 +328,49 @@ def test_ctc_needs_the_ctc_task_and_a_sequence_encoder(root, w2v):
     raw["method"]["group_heads"] = ["adult"]
     with pytest.raises(ConfigError, match="task.group"):
         build(load_config(raw=raw))
+
+
+# --- beam search ---------------------------------------------------------------------------------------------------
+
+ARPA = """\\data\\
+ngram 1=5
+ngram 2=2
+
+\\1-grams:
+-1.0\t<unk>\t0
+0\t<s>\t0
+-0.5\t</s>\t0
+{ab}\tab\t0
+{ba}\tba\t0
+
+\\2-grams:
+-0.1\tab </s>
+-0.1\tba </s>
+
+\\end\\
+"""
+
+
+def test_beam_search_sums_alignments_and_a_language_model_decides_between_words(tmp_path):
+    pytest.importorskip("flashlight.lib.text", reason="beam search needs flashlight-text (pip install flashlight-text)")
+    vocab = CTCVocabulary.build(["ab ba"])
+    a, b = vocab.encode("a")[0], vocab.encode("b")[0]
+    # two frames, blank 0.6 and "a" 0.4 in each: the best path is blank-blank (0.36), but the labelling "a" has three
+    # paths (aa, a-, -a) worth 0.64; greedy decoding says "", beam search (summing alignments) says "a"
+    two = torch.full((1, 2, len(vocab)), -30.0)
+    two[0, :, 0], two[0, :, a] = torch.tensor(0.6).log(), torch.tensor(0.4).log()
+    assert vocab.greedy(two, torch.tensor([2])) == [""]
+    assert vocab.beam_search(two, torch.tensor([2]), beam_size=5) == ["a"]
+    # "a"/"b" equally likely in four frames, then the word delimiter: the language model picks the word
+    frames = torch.full((1, 5, len(vocab)), -30.0)
+    frames[0, :4, a] = frames[0, :4, b] = torch.tensor(0.45).log()
+    frames[0, :4, 0] = torch.tensor(0.1).log()
+    frames[0, 4, vocab.tokens.index("|")] = 0.0  # the word delimiter ends the word
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("ab\ta b |\nba\tb a |\n")
+    for preferred, scores in (("ab", {"ab": -0.1, "ba": -3.0}), ("ba", {"ab": -3.0, "ba": -0.1})):
+        lm = tmp_path / f"{preferred}.arpa"
+        lm.write_text(ARPA.format(**scores))
+        assert vocab.beam_search(frames, torch.tensor([5]), lm=str(lm), lexicon=str(lexicon), beam_size=20) == [preferred]
+    with pytest.raises(ConfigError, match="lexicon"):
+        vocab.beam_search(frames, torch.tensor([5]), lm=str(lm))

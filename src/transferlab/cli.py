@@ -1,5 +1,5 @@
 """Command line: ``transferlab demo | train | pretrain | probe | finetune | grid | analyze | eval | predict | datasets |
-crosslingual | methods``.
+crosslingual | speech | methods``.
 
 Thin by design: parse arguments, validate the config, call the library. Every
 :class:`~transferlab.errors.TransferlabError` is printed as one ``error:`` message with exit status 2.
@@ -136,8 +136,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
     experiment = load_for_eval(args.run, args.data_root, on=on)  # loads only the set it evaluates on
     result = evaluate_on(experiment)
     test = f"{experiment.test.name}/{experiment.test.part}"
-    accuracy = {"acc": result["acc"]} if on is not None else {"target_test/acc": result["acc"]}
+    keys = ("wer", "cer") if "wer" in result else ("acc",)
+    accuracy = {(k if on is not None else f"target_test/{k}"): result[k] for k in keys}
     print(json.dumps({"run": str(args.run), "test": test, **accuracy, "samples": result["samples"]}, indent=2))
+    return 0
+
+
+def _where_arg(items: list[str] | None) -> dict[str, list[str]] | None:
+    """``["speaker=theo,george", "group=child"]`` -> ``{"speaker": ["theo", "george"], "group": ["child"]}``."""
+    if not items:
+        return None
+    out: dict[str, list[str]] = {}
+    for item in items:
+        column, _, values = item.partition("=")
+        if not column or not values:
+            raise TransferlabError(f"--where expects COLUMN=VALUE[,VALUE...] (e.g. speaker=theo); got {item!r}")
+        out.setdefault(column.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
+    return out
+
+
+def cmd_speech_wer(args: argparse.Namespace) -> int:
+    from .engine.checkpoint import atomic_write_json
+    from .experiment import load_for_eval
+    from .experiment import transcribe_set
+    from .speech.evaluate import error_table, format_table
+
+    on = dataset_arg(args.on, args.data_root) if args.on else None
+    where = _where_arg(args.where)
+    if where:
+        if on is None:
+            raise TransferlabError("--where selects rows of the set named by --on; give --on DATASET[:PART] too")
+        on = on.model_copy(update={"where": where})
+    experiment = load_for_eval(args.run, args.data_root, on=on)
+    dataset = experiment.test
+    hypotheses, references, groups = transcribe_set(experiment, dataset)
+    if references is None:
+        raise TransferlabError(f"{dataset.name}/{dataset.part} has no transcripts (column "
+                               f"'{experiment.config.task.text}') to score against")
+    missing = [c for c in args.by if c not in dataset.extras]
+    if missing:
+        raise TransferlabError(f"--by {missing}: {dataset.name}/{dataset.part} has no such column; it has "
+                               f"{sorted(dataset.extras)}")
+    columns = {c: [str(v) for v in dataset.extras[c].tolist()] for c in args.by}
+    table = error_table(references, hypotheses, columns)
+    print(f"{args.run} on {dataset.name}/{dataset.part} ({len(dataset)} utterances)")
+    print(format_table(table))
+    if args.out:
+        utterances = [{"reference": r, "hypothesis": h, **({"predicted_group": groups[i]} if groups else {}),
+                       **{c: v[i] for c, v in columns.items()}} for i, (r, h) in enumerate(zip(references, hypotheses))]
+        atomic_write_json(Path(args.out), {"run": str(args.run), "set": f"{dataset.name}/{dataset.part}",
+                                           "table": table, "utterances": utterances})
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -380,7 +429,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
             print(f"{name}: {(_method_doc(cls).splitlines() or [''])[0]}")
             for field, info in cls.Config.model_fields.items():
                 if field != "name":
-                    print(f"    {field} = {info.default!r}")
+                    default = info.default_factory() if info.default_factory is not None else info.default
+                    print(f"    {field} = {default!r}")
         print("\n`transferlab methods NAME` explains a method's hyper-parameters.")
         return 0
     cls = METHODS.get(args.name)  # unknown names: a did-you-mean error listing the methods
@@ -533,6 +583,20 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--sample-rate", type=int, metavar="HZ", help="resample to this rate (default: the first file's)")
         _common(r)
         r.set_defaults(func=cmd_datasets_import)
+
+    p = sub.add_parser("speech", help="speech recognition: WER/CER of a CTC run per speaker and group "
+                       "(docs/speech.md)")
+    ssub = p.add_subparsers(dest="speech_command", required=True)
+    q = ssub.add_parser("wer", help="transcribe a set with a finished CTC run; WER/CER overall and by column")
+    q.add_argument("run")
+    q.add_argument("--on", metavar="DATASET[:PART]", help="the set to transcribe (default: the run's test set)")
+    q.add_argument("--where", action="append", metavar="COLUMN=VALUE[,VALUE...]",
+                   help="only these rows of --on (e.g. speaker=theo); repeatable")
+    q.add_argument("--by", nargs="*", default=[], metavar="COLUMN", help="also break WER down by these columns "
+                   "(speaker, group, age, ...)")
+    q.add_argument("--out", metavar="FILE.json", help="write the table and every utterance's transcript")
+    _common(q)
+    q.set_defaults(func=cmd_speech_wer)
 
     p = sub.add_parser("crosslingual", help="cross-lingual text: a from-scratch encoder, translation, aligned "
                        "word embeddings (docs/crosslingual.md)")

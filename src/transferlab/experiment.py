@@ -651,10 +651,49 @@ def predict_proba(experiment: Experiment, dataset=None, device: torch.device | s
     return torch.cat(out) if out else torch.zeros(0, method.num_classes)
 
 
+@torch.no_grad()
+def transcribe_set(experiment, dataset=None, device: torch.device | str | None = None,
+                   ) -> tuple[list[str], list[str] | None, list[str] | None]:
+    """Greedy transcripts of a CTC run on ``dataset`` (default: its test set), in the set's order; the references
+    (the normalised transcripts the run scores against; ``None`` without them) and the predicted group names
+    (``None`` without a group classifier)."""
+    dataset = experiment.test if dataset is None else dataset
+    method, config = experiment.method, experiment.config
+    if getattr(method, "task", None) != "ctc":
+        raise TypeError(f"{method.hparams.name} does not transcribe speech (task.name is not ctc)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() and config.train.device != "cpu" else "cpu"))
+    method.to(device)
+    was_training = method.training
+    method.eval()
+    hypotheses: list[str] = []
+    references: list[str] = []
+    groups: list[str] = []
+    try:
+        for batch in tl_data.iterate_batches(dataset, config.data.eval_batch_size, device=device,
+                                     transform=experiment.transform):
+            texts, predicted = method.transcribe(batch.x, batch.targets.get("group"))
+            hypotheses += texts
+            if "labels" in batch.targets:
+                labels, lengths = batch.targets["labels"].cpu(), batch.targets["labels_lengths"].cpu()
+                references += [method.vocab.decode(labels[i, : int(n)].tolist()) for i, n in enumerate(lengths)]
+            if predicted is not None:
+                groups += [method.groups[int(g)] for g in predicted.cpu()]
+    finally:
+        method.train(was_training)
+    return hypotheses, references if references else None, groups if groups else None
+
+
 def evaluate_on(experiment: Experiment, dataset=None) -> dict[str, Any]:
     """Accuracy and macro-F1 (%) of the experiment's model on a labelled, prepared ``dataset`` (default: its ``test``
-    set)."""
+    set); WER and CER (%) for a CTC run."""
     dataset = experiment.test if dataset is None else dataset
+    if experiment.method.task == "ctc":
+        from .engine.metrics import edit_counts, error_rates
+
+        hypotheses, references, _ = transcribe_set(experiment, dataset)
+        if references is None:
+            raise DataError(f"{dataset.name}/{dataset.part} has no transcripts to score against")
+        return {**error_rates(edit_counts(references, hypotheses)), "samples": len(dataset)}
     if dataset.y is None:
         raise DataError(f"{dataset.name}/{dataset.part} has no labels to evaluate against; "
                         f"use `transferlab predict` for its class probabilities")

@@ -146,6 +146,42 @@ class CTCVocabulary:
         # Not skip_special_tokens: it would drop the blanks before repeats are merged ("l <blank> l" -> "l").
         return self.tokenizer.decode(list(ids), group_tokens=True).replace(self.tokenizer.unk_token, "").strip()
 
+    def beam_search(self, log_probs: torch.Tensor, lengths: torch.Tensor, *, beam_size: int = 10,
+                    lm: str | None = None, lexicon: str | None = None, lm_weight: float = 2.0,
+                    word_score: float = 0.0) -> list[str]:
+        """Beam-search decoding of a batch (torchaudio's CTC decoder, on the ``flashlight-text`` package): the most
+        probable labelling summed over its alignments, not the best single path. With ``lm`` (a KenLM ``.arpa`` or
+        ``.bin`` word n-gram model) and ``lexicon`` (``word<TAB>spelling`` lines, the spelling as characters
+        separated by spaces and ending in ``|``), words are scored by the language model (``lm_weight``) and an
+        insertion bonus ``word_score``."""
+        try:
+            from torchaudio.models.decoder import ctc_decoder
+        except ImportError as exc:
+            raise ConfigError(f"beam search uses torchaudio's CTC decoder, which needs the package flashlight-text "
+                              f"({exc}): pip install flashlight-text") from None
+        if (lm is None) != (lexicon is None):
+            raise ConfigError("a language model needs a lexicon (and a lexicon a language model): give both lm and "
+                              "lexicon, or neither (beam search without a language model)")
+        key = (beam_size, lm, lexicon, lm_weight, word_score)
+        if getattr(self, "_decoder_key", None) != key:
+            tokens = self.tokens
+            self._decoder = ctc_decoder(lexicon=lexicon, tokens=tokens, lm=lm, nbest=1, beam_size=beam_size,
+                                        lm_weight=lm_weight, word_score=word_score,
+                                        blank_token=tokens[self.blank], sil_token=self.delimiter,
+                                        unk_word=self.tokenizer.unk_token, log_add=True)
+            self._decoder_key = key
+        hypotheses = self._decoder(log_probs.float().cpu().contiguous(), lengths.cpu().to(torch.int32))
+        out = []
+        for best in hypotheses:
+            if not best:
+                out.append("")
+            elif lexicon is not None:
+                out.append(" ".join(best[0].words))
+            else:  # the token path, without its word delimiters at the ends (repeats and blanks already removed)
+                ids = [i for i in best[0].tokens.tolist() if i != self.blank]
+                out.append(self.decode(ids).strip())
+        return out
+
     def greedy(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Greedy decoding of a batch: ``log_probs`` (B, T, V), valid frames per row ``lengths`` (B,)."""
         best = log_probs.argmax(-1).cpu()

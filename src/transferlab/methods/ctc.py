@@ -1,6 +1,7 @@
 """CTC speech recognition (Graves et al., ICML 2006), as wav2vec 2.0 is fine-tuned (Baevski et al., NeurIPS 2020):
 a linear layer on the encoder's per-frame states, trained with the connectionist temporal classification loss on
-character transcripts; decoding takes the best character per frame, merges repeats and drops blanks.
+character transcripts; decoding takes the best character per frame, merges repeats and drops blanks (``greedy``), or
+searches labellings with a beam, optionally scored by a word n-gram language model (``decode: beam``).
 
     loss = CTC(log_softmax(W · dropout(h_t)), characters)
 
@@ -46,6 +47,16 @@ class CTCConfig(MethodConfig):
     """With group heads, which head decodes an evaluation utterance: its predicted group's, or its known group's."""
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     """Dropout on the states before the head (wav2vec2's ``final_dropout``)."""
+    decode: Literal["greedy", "beam"] = "greedy"
+    """How transcripts are read from the frames: the best character per frame (``greedy``), or beam search over
+    labellings (torchaudio's CTC decoder; with ``lm`` + ``lexicon``, a KenLM word n-gram language model)."""
+    beam_size: int = Field(10, ge=1)
+    lm: str | None = None
+    """A KenLM word n-gram model (``.arpa`` or ``.bin``) for beam search; needs ``lexicon``."""
+    lexicon: str | None = None
+    """``word<TAB>c h a r s |`` lines: the words the language model may output, spelt in the vocabulary's characters."""
+    lm_weight: float = 2.0
+    word_score: float = 0.0
 
 
 @METHODS.register("ctc")
@@ -118,8 +129,12 @@ class CTC(Method):
         hidden, lengths, pooled = self.states(x)
         predicted = self.group_head(pooled).argmax(1) if self.group_head is not None else None
         route = group if (self.hparams.route == "known" and group is not None) else predicted
-        logits = self.head_logits(hidden, route)
-        return self.vocab.greedy(logits.float(), lengths), predicted
+        log_probs = self.head_logits(hidden, route).float().log_softmax(-1)
+        h = self.hparams
+        if h.decode == "beam":
+            return self.vocab.beam_search(log_probs, lengths, beam_size=h.beam_size, lm=h.lm, lexicon=h.lexicon,
+                                          lm_weight=h.lm_weight, word_score=h.word_score), predicted
+        return self.vocab.greedy(log_probs, lengths), predicted
 
     def predict(self, x):
         """Speaker-group logits (the auxiliary classifier); the transcripts come from :meth:`transcribe`."""
