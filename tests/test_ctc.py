@@ -374,3 +374,63 @@ def test_beam_search_sums_alignments_and_a_language_model_decides_between_words(
         assert vocab.beam_search(frames, torch.tensor([5]), lm=str(lm), lexicon=str(lexicon), beam_size=20) == [preferred]
     with pytest.raises(ConfigError, match="lexicon"):
         vocab.beam_search(frames, torch.tensor([5]), lm=str(lm))
+
+
+# --- the speech CLI ------------------------------------------------------------------------------------------------
+
+
+def test_speech_whisper_cli_warps_only_the_chosen_group_and_scores_by_group(root, monkeypatch, capsys, tmp_path):
+    """The recogniser is a stand-in here (tests/test_whisper.py runs the real one): it 'hears' the reference unless
+    the audio was warped, which this test marks by zeroing it."""
+    import transferlab.data.audio_augment as augment
+    import transferlab.speech.whisper as whisper
+    from transferlab.cli import main
+
+    calls = []
+
+    def fake_normalize(wave, rate, target, *, f0=None, formant_exponent=1.0, max_factor=2.0):
+        calls.append((target, f0, formant_exponent))
+        return torch.zeros_like(wave), {"f0": f0, "factor": target / f0}
+
+    class FakeRecognizer:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def transcribe_many(self, waves, rate, progress=True):
+            return ["" if not np.any(w) else "heard" for w in waves]
+
+    monkeypatch.setattr(augment, "normalize_toward", fake_normalize)
+    monkeypatch.setattr(augment, "estimate_f0", lambda wave, rate: 300.0)
+    monkeypatch.setattr(whisper, "WhisperRecognizer", FakeRecognizer)
+    out = tmp_path / "wer.json"
+    code = main(["speech", "whisper", "toyspeech:test", "--data-root", str(root), "--by", "group", "--normalize",
+                 "group=child", "--target-f0", "150", "--formant-exponent", "0", "--out", str(out), "--no-progress"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    children = [u for u in result["utterances"] if u["group"] == "child"]
+    adults = [u for u in result["utterances"] if u["group"] == "adult"]
+    assert len(calls) == len(children) == 12 and all(c == (150.0, 300.0, 0.0) for c in calls)
+    assert all(u["hypothesis"] == "" and u["normalised"]["factor"] == 0.5 for u in children)
+    assert all(u["hypothesis"] == "heard" and "normalised" in u and u["normalised"] is None for u in adults)
+    assert result["table"]["by"]["group"]["child"]["wer"] == 100.0  # every warped (zeroed) utterance lost
+    assert "group=child" in capsys.readouterr().out
+    assert main(["speech", "whisper", "toyspeech:test", "--data-root", str(root), "--normalize", "accent=x"]) == 2
+
+
+def test_speech_wer_and_eval_score_a_finished_ctc_run_by_speaker(root, w2v, tmp_path, capsys):
+    from transferlab.cli import main
+
+    raw = ctc_config(root, w2v, iterations=4)
+    raw["task"]["group"] = "group"
+    train(load_config(raw=raw), tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "task.json").read_text())["groups"] == ["adult", "child"]
+    out = tmp_path / "wer.json"
+    assert main(["speech", "wer", str(tmp_path / "run"), "--on", "toyspeech:test", "--where", "speaker=s0,s1",
+                 "--by", "speaker", "group", "--out", str(out), "--data-root", str(root)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["table"]["by"]["speaker"]) == {"s0", "s1"} and result["table"]["all"]["utterances"] == 12
+    assert all(set(u["reference"]) <= set("abc") and u["reference"] for u in result["utterances"])  # normalised
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {"target_test/wer", "target_test/cer"} <= set(printed) and printed["samples"] == 24

@@ -190,6 +190,69 @@ def cmd_speech_wer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speech_whisper(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data.transcripts import normalize_transcript, transcripts_of
+    from .engine.checkpoint import atomic_write_json
+    from .experiment import load_domain
+    from .speech.evaluate import error_table, format_table, normalize_waves
+    from .speech.whisper import WhisperRecognizer
+
+    domain = dataset_arg(args.dataset, args.data_root)
+    where = _where_arg(args.where)
+    if where:
+        domain = domain.model_copy(update={"where": where})
+    dataset = load_domain(domain, args.data_root, 0)
+    if getattr(dataset, "kind", None) != "audio":
+        raise TransferlabError(f"{domain.name} is not a speech dataset")
+    references = [normalize_transcript(t, disfluencies=True) for t in transcripts_of(dataset, args.text)]
+    waves = [dataset.data.row(i).numpy() for i in range(len(dataset))]
+    rate = int(dataset.sample_rate)
+    done = None
+    if args.normalize is not None:
+        column, _, value = args.normalize.partition("=")
+        if column not in dataset.extras or not value:
+            raise TransferlabError(f"--normalize expects COLUMN=VALUE naming the utterances to warp (e.g. group=child); "
+                                   f"{domain.name} has columns {sorted(dataset.extras)}")
+        chosen = [str(v) == value for v in dataset.extras[column].tolist()]
+        target = args.target_f0
+        if target is None:  # the median f0 of the other utterances (e.g. the adults): no transcript is used
+            import torch
+
+            from .data.audio_augment import estimate_f0
+
+            others = [estimate_f0(torch.from_numpy(w), rate) for w, c in zip(waves, chosen) if not c]
+            others = [f for f in others if f == f]
+            if not others:
+                raise TransferlabError("--normalize: no other utterance has a measurable f0 to aim at; give --target-f0")
+            target = float(np.median(others))
+        speakers = [str(s) for s in dataset.extras["speaker"].tolist()] if args.per_speaker else None
+        if args.per_speaker and "speaker" not in dataset.extras:
+            raise TransferlabError(f"--per-speaker needs a speaker column; {domain.name} has {sorted(dataset.extras)}")
+        waves, done = normalize_waves(waves, rate, target, speakers=speakers, select=chosen,
+                                      formant_exponent=args.formant_exponent)
+        print(f"normalised {sum(d is not None for d in done)} utterances toward f0 {target:.1f} Hz")
+    recognizer = WhisperRecognizer(args.model, beam_size=args.beam_size)
+    hypotheses = [normalize_transcript(h, disfluencies=True)
+                  for h in recognizer.transcribe_many(waves, rate, progress=not args.no_progress)]
+    missing = [c for c in args.by if c not in dataset.extras]
+    if missing:
+        raise TransferlabError(f"--by {missing}: {domain.name} has no such column; it has {sorted(dataset.extras)}")
+    columns = {c: [str(v) for v in dataset.extras[c].tolist()] for c in args.by}
+    table = error_table(references, hypotheses, columns)
+    print(f"{recognizer!r} on {dataset.name}/{dataset.part} ({len(dataset)} utterances)")
+    print(format_table(table))
+    if args.out:
+        utterances = [{"reference": r, "hypothesis": h, **{c: v[i] for c, v in columns.items()},
+                       **({"normalised": done[i]} if done is not None else {})}
+                      for i, (r, h) in enumerate(zip(references, hypotheses))]
+        atomic_write_json(Path(args.out), {"set": f"{dataset.name}/{dataset.part}", "table": table,
+                                           "utterances": utterances})
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import csv
     import io
@@ -597,6 +660,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", metavar="FILE.json", help="write the table and every utterance's transcript")
     _common(q)
     q.set_defaults(func=cmd_speech_wer)
+
+    q = ssub.add_parser("whisper", help="transcribe a speech set with Whisper (bundled tiny.en, or --model); WER/CER "
+                        "by column, optionally after test-time child->adult normalisation")
+    q.add_argument("dataset", metavar="DATASET[:PART]")
+    q.add_argument("--where", action="append", metavar="COLUMN=VALUE[,VALUE...]", help="only these rows; repeatable")
+    q.add_argument("--text", default="text", help="the transcript column (default: text; 'label' for FSDD)")
+    q.add_argument("--by", nargs="*", default=[], metavar="COLUMN", help="break WER down by these columns")
+    q.add_argument("--normalize", metavar="COLUMN=VALUE", help="warp these utterances (e.g. group=child) toward "
+                   "--target-f0, or toward the median f0 of the others")
+    q.add_argument("--target-f0", type=float, help="Hz (default: the median f0 of the utterances not warped)")
+    q.add_argument("--per-speaker", action="store_true", help="one warp factor per speaker (their median f0)")
+    q.add_argument("--formant-exponent", type=float, default=1.0,
+                   help="the formant warp is factor**this (0: pitch shift only; default 1)")
+    q.add_argument("--model", help="a CTranslate2 Whisper folder or faster-whisper model name (default: bundled "
+                   "tiny.en)")
+    q.add_argument("--beam-size", type=int, default=5)
+    q.add_argument("--out", metavar="FILE.json")
+    q.add_argument("--no-progress", action="store_true")
+    _common(q)
+    q.set_defaults(func=cmd_speech_whisper)
 
     p = sub.add_parser("crosslingual", help="cross-lingual text: a from-scratch encoder, translation, aligned "
                        "word embeddings (docs/crosslingual.md)")

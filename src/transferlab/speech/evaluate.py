@@ -43,3 +43,37 @@ def format_table(table: dict[str, Any]) -> str:
     r = table["all"]
     lines.append(f"{'all':24} {r['wer']:7.2f} {r['cer']:7.2f} {r['utterances']:6d}")
     return "\n".join(lines)
+
+
+def normalize_waves(waves: Sequence[Any], sample_rate: int, target_f0: float, *, speakers: Sequence[str] | None = None,
+                    select: Sequence[bool] | None = None, formant_exponent: float = 1.0,
+                    ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Test-time normalisation: each selected utterance warped toward ``target_f0`` (``data.audio_augment.
+    normalize_toward``), by its own f0, or, with ``speakers``, by its speaker's median f0 over their selected
+    utterances. Returns the waves (numpy float32) and what was done to each (f0, factor; ``None`` when unchanged)."""
+    import numpy as np
+    import torch
+
+    from ..data.audio_augment import estimate_f0, normalize_toward
+
+    select = [True] * len(waves) if select is None else list(select)
+    f0 = [estimate_f0(torch.as_tensor(w, dtype=torch.float32), sample_rate) if s else float("nan")
+          for w, s in zip(waves, select)]
+    if speakers is not None:
+        by_speaker: dict[str, list[float]] = {}
+        for value, speaker, chosen in zip(f0, speakers, select):
+            if chosen and value == value:  # not NaN
+                by_speaker.setdefault(str(speaker), []).append(value)
+        f0 = [float(np.median(by_speaker[str(s)])) if chosen and str(s) in by_speaker else float("nan")
+              for s, chosen in zip(speakers, select)]
+    out, info = [], []
+    for wave, value, chosen in zip(waves, f0, select):
+        if not chosen or value != value:
+            out.append(np.asarray(wave, dtype=np.float32))
+            info.append(None)
+            continue
+        warped, done = normalize_toward(torch.as_tensor(wave, dtype=torch.float32), sample_rate, target_f0, f0=value,
+                                        formant_exponent=formant_exponent)
+        out.append(warped.numpy().astype(np.float32))
+        info.append({k: float(v) for k, v in done.items() if isinstance(v, (int, float))})
+    return out, info
