@@ -434,3 +434,19 @@ def test_speech_wer_and_eval_score_a_finished_ctc_run_by_speaker(root, w2v, tmp_
     assert main(["eval", str(tmp_path / "run")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert {"target_test/wer", "target_test/cer"} <= set(printed) and printed["samples"] == 24
+
+
+def test_an_utterance_shorter_than_the_specaugment_mask_is_a_clear_error(w2v, tmp_path):
+    import shutil
+
+    from transferlab.errors import TransferlabError
+    from transferlab.models.encoders import create_hf_encoder
+
+    folder = tmp_path / "w2v"
+    shutil.copytree(w2v, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(mask_time_prob=0.5, mask_time_length=10)
+    (folder / "config.json").write_text(json.dumps(config))
+    encoder = create_hf_encoder(str(folder)).train()
+    with pytest.raises(TransferlabError, match="mask_time_length=10"):
+        encoder.sequence({"input_values": torch.randn(2, 400), "attention_mask": torch.ones(2, 400, dtype=torch.long)})

@@ -89,7 +89,17 @@ class HFEncoder(nn.Module):
 
     def sequence(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position hidden states ``(B, T, D)`` and the mask of real positions ``(B, T)`` at the model's rate."""
-        hidden = self.model(**inputs).last_hidden_state
+        try:
+            hidden = self.model(**inputs).last_hidden_state
+        except ValueError as exc:
+            if "mask_length" not in str(exc):
+                raise
+            config = self.model.config
+            raise TransferlabError(
+                f"an utterance of this batch is shorter (in frames) than the model's SpecAugment mask "
+                f"(mask_time_length={getattr(config, 'mask_time_length', '?')}; {str(exc).splitlines()[0]}). Set a smaller "
+                f"mask_time_length and mask_time_min_masks: 0 in the model's config.json (or apply_spec_augment: false), "
+                f"or leave out the shortest utterances") from None
         mask = inputs.get("attention_mask")
         if mask is None:
             mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
