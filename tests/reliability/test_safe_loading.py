@@ -1,5 +1,6 @@
 """No code path unpickles untrusted data: weights are safetensors, state is JSON, torch files use weights_only."""
 
+import json
 import pickle
 import re
 from pathlib import Path
@@ -36,7 +37,12 @@ def test_a_run_folder_holds_only_safetensors_and_json(tmp_path):
     assert files
     for path in files:
         assert path.suffix in (".safetensors", ".json", ".jsonl") or path.name in ("LATEST", ".lock"), path
-        assert not path.read_bytes().startswith(b"\x80"), f"{path} looks like a pickle"
+        data = path.read_bytes()
+        if path.suffix == ".safetensors":  # an 8-byte header length (any first byte, 0x80 included), then JSON
+            header = int.from_bytes(data[:8], "little")
+            assert data[8:9] == b"{" and json.loads(data[8:8 + header]) is not None, f"{path} is not safetensors"
+        else:
+            assert not data.startswith(b"\x80"), f"{path} looks like a pickle"  # pickle protocol 2+
 
 
 def test_no_unsafe_deserialisation_in_the_library():
