@@ -141,7 +141,7 @@ def aggregate(runs: Path) -> None:
         for metric, by_seed in (("wer", per_seed), ("cer", per_seed_cer)):
             values = [sum(by_seed[s]) / len(SPEAKERS) for s in sorted(complete)]  # mean over the two speakers, per seed
             record("fsdd adapt to a held-out speaker (50 utterances; mean of 2 speakers)", f"adapt:{mode}", metric,
-                   values, device, max(dates), trainable_params=params,
+                   values, device, max(dates), trainable_params=params if params is not None else 0,
                    note="none: the unadapted ctc_scratch model on the same utterances")
     write_results(HERE, merge(HERE / "results.json", records), table.HEADER, table.row)
 
