@@ -450,3 +450,34 @@ def test_an_utterance_shorter_than_the_specaugment_mask_is_a_clear_error(w2v, tm
     encoder = create_hf_encoder(str(folder)).train()
     with pytest.raises(TransferlabError, match="mask_time_length=10"):
         encoder.sequence({"input_values": torch.randn(2, 400), "attention_mask": torch.ones(2, 400, dtype=torch.long)})
+
+
+def test_a_wav2vec2_ctc_checkpoint_is_fine_tuned_with_its_own_vocabulary_encoder_and_head(root, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
+
+    folder = tmp_path / "ctc-checkpoint"
+    folder.mkdir()
+    # the checkpoint's characters in an order of its own (the training transcripts would give a, b, c)
+    (folder / "vocab.json").write_text(json.dumps({"<pad>": 0, "<unk>": 1, "|": 2, "c": 3, "b": 4, "a": 5}))
+    Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|",
+                         bos_token=None, eos_token=None).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
+                            num_feat_extract_layers=3, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                            feat_extract_norm="layer", do_stable_layer_norm=True, vocab_size=6, pad_token_id=0)
+    Wav2Vec2ForCTC(config).save_pretrained(folder)
+    saved = load_file(str(folder / "model.safetensors"))
+    raw = ctc_config(root, folder)
+    raw["task"]["vocab"] = str(folder)
+    method = build(load_config(raw=raw)).method
+    assert method.vocab.tokens == ["<pad>", "<unk>", "|", "c", "b", "a"]  # the checkpoint's characters, in its order
+    encoder = method.encoder.backbone.model
+    assert torch.equal(encoder.encoder.layers[0].attention.q_proj.weight,
+                       saved["wav2vec2.encoder.layers.0.attention.q_proj.weight"])
+    assert torch.equal(method.heads[0].weight, saved["lm_head.weight"])  # its recogniser, not a new head
+    raw["task"]["vocab"] = None  # the training transcripts' characters: same size, other order, so a new head
+    other = build(load_config(raw=raw)).method
+    assert other.vocab.tokens == ["<pad>", "<unk>", "|", "a", "b", "c"]
+    assert not torch.equal(other.heads[0].weight, saved["lm_head.weight"])

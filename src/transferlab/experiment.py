@@ -455,11 +455,46 @@ def _make_method(c: Config, method_cfg: MethodConfig, kind: str, modality: tl_da
     options = {"task": task} if task is not None else {}
     method = METHODS.get(method_cfg.name)(encoder, num_classes, input_spec=spec, **options,
                                           **method_cfg.model_dump(exclude={"name"}))
+    if initialise and task is not None and c.model.backbone.startswith("hf:") and not c.model.hf.from_config:
+        load_ctc_head(method, c.model.backbone.split(":", 1)[1])
     if c.model.adapter is not None:
         add_adapters(method, c.model.adapter)
     if initialise and c.model.init is not None:
         load_method_weights(method, c.model.init)
     return method
+
+
+def load_ctc_head(method: Method, checkpoint: str) -> bool:
+    """Start the CTC heads from a ``...ForCTC`` checkpoint's ``lm_head`` when the run uses that checkpoint's vocabulary
+    (``task.vocab`` = the checkpoint): fine-tuning a CTC model then starts from the recogniser it is, not from a new
+    head. Returns whether it did; a checkpoint without a CTC head (a pretrained-only wav2vec2) leaves the new heads."""
+    from safetensors import safe_open
+
+    try:
+        from transformers.utils import cached_file
+
+        path = cached_file(checkpoint, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError):
+        return False
+    if not path:
+        return False
+    with safe_open(path, "pt") as weights:
+        if "lm_head.weight" not in weights.keys():
+            return False
+        weight, bias = weights.get_tensor("lm_head.weight"), weights.get_tensor("lm_head.bias")
+    from .data.transcripts import CTCVocabulary
+
+    try:
+        same = CTCVocabulary.load(checkpoint).tokens == method.vocab.tokens
+    except ConfigError:  # no vocab.json with the checkpoint
+        same = False
+    if not same or tuple(weight.shape) != tuple(method.heads[0].weight.shape):
+        return False  # another vocabulary (task.vocab is not the checkpoint's): the heads start new
+    with torch.no_grad():
+        for head in method.heads:
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
+    return True
 
 
 def load_method_weights(method: Method, source: str | Path) -> None:
