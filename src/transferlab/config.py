@@ -65,6 +65,19 @@ class AudioAugmentStep(_Strict):
         return self
 
 
+class FoldConfig(_Strict):
+    """One fold of a k-fold cross-validation of the set (``transferlab.data.splits``): stratified by label, grouped so
+    equal values of ``group`` (a speaker; by default the ``duplicate_group`` of identical images) share a fold."""
+
+    k: int = Field(5, ge=2)
+    index: NonNegativeInt
+    role: Literal["train", "test"]
+    """``test``: the rows of fold ``index``; ``train``: the rows of the other k-1 folds."""
+    seed: NonNegativeInt = 0
+    """Which partition: cross-validation repeated over seeds uses a different one per seed."""
+    group: str | None = None
+
+
 class DomainConfig(_Strict):
     name: str
     """A registered dataset (``transferlab datasets list``)."""
@@ -85,6 +98,8 @@ class DomainConfig(_Strict):
     speaker-disjoint split; ``{group: [child]}``). Columns are the set's extras (``transferlab datasets info``)."""
     exclude: dict[str, list[str | int]] | None = None
     """Drop rows whose column has one of these values (``{speaker: [theo]}``: every speaker but one)."""
+    fold: FoldConfig | None = None
+    """Cross-validation: keep one fold (``role: test``) or the other k-1 (``role: train``) of this set."""
     perturb: list[AudioAugmentStep] | None = None
     """Audio sets: transform every utterance once, when loaded (each step with its probability, parameters drawn by
     the run's seed): an evaluation condition such as adult speech shifted toward child pitch and formants

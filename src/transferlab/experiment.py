@@ -134,6 +134,11 @@ def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> Arr
     dataset = tl_data.load(domain.name, domain.part, root)
     if domain.where or domain.exclude:
         dataset = select_rows(dataset, domain.where, domain.exclude)
+    if domain.fold is not None:
+        from .data.splits import select_fold
+
+        f = domain.fold
+        dataset = select_fold(dataset, f.k, f.index, f.role, f.seed, f.group)
     if domain.translate is not None:
         dataset = translate_set(dataset, domain.translate, root)
     if domain.perturb:
