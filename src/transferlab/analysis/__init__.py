@@ -12,6 +12,10 @@ writes files (that is :mod:`transferlab.reports`), and the package imports only 
 * :mod:`.similarity`: linear CKA between representations.
 * :mod:`.ntk`: the empirical neural tangent kernel, kernel regression, kernel-target alignment, kernel movement.
 * :mod:`.information`: I(Z; Y) and I(Z; D) by a variational probe bound and a k-NN estimator.
+* :mod:`.calibration`: ECE (equal-width and equal-mass bins), reliability diagrams, NLL, AUC, temperature scaling.
+* :mod:`.gradcam`: Grad-CAM maps of any convolutional backbone and overlaid PNG sheets.
+
+(``plot_reliability`` and ``gradcam.write_sheet`` write a PNG: the two pictures the medical scenario asks for.)
 """
 
 from .divergence import joint_error, proxy_a_distance
