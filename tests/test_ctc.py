@@ -160,14 +160,19 @@ def test_a_resumed_ctc_run_with_augmentation_matches_an_uninterrupted_one(root, 
 def test_augmentation_changes_training_batches_only(root, w2v):
     raw = ctc_config(root, w2v)
     raw["data"]["audio"]["augment"] = [{"name": "noise", "p": 1.0, "range": [5, 5]}]
-    trainer = build(load_config(raw=raw)).trainer(None, progress=False)
+    experiment = build(load_config(raw=raw))
+    calls = []
+    augment = experiment.augment
+    experiment.augment = lambda x: calls.append(1) or augment(x)  # counts every batch it touches
+    trainer = experiment.trainer(None, progress=False)
     plain = build(load_config(raw=ctc_config(root, w2v))).trainer(None, progress=False)
     torch.manual_seed(0)
     noisy_batch = next(trainer.streams["source"])
     clean_batch = next(plain.streams["source"])
-    assert not torch.equal(noisy_batch.x["input_values"], clean_batch.x["input_values"])
-    assert trainer.transform is None  # evaluation sets are not augmented
+    assert calls == [1] and not torch.equal(noisy_batch.x["input_values"], clean_batch.x["input_values"])
     assert torch.equal(noisy_batch.targets["labels"], clean_batch.targets["labels"])
+    trainer.evaluate()
+    assert calls == [1]  # evaluation sets are never augmented
 
 
 # --- group heads ----------------------------------------------------------------------------------------------

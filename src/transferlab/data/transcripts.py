@@ -20,7 +20,6 @@ import re
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,18 +65,6 @@ def normalize_transcript(text: str, *, lowercase: bool = True, numbers: bool = T
     if disfluencies:
         words = [w for w in words if w.strip("'") not in DISFLUENCIES]
     return " ".join(words)
-
-
-@dataclass(frozen=True)
-class NormalizerConfig:
-    lowercase: bool = True
-    numbers: bool = True
-    punctuation: bool = True
-    disfluencies: bool = False
-
-    def __call__(self, text: str) -> str:
-        return normalize_transcript(text, lowercase=self.lowercase, numbers=self.numbers,
-                                    punctuation=self.punctuation, disfluencies=self.disfluencies)
 
 
 class CTCVocabulary:
