@@ -10,8 +10,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from transferlab.analysis.calibration import (
-    apply_temperature, auc, calibration_report, ece, fit_temperature, nll, plot_reliability, reliability,
+    apply_temperature, auc, calibration_report, confidence_ece, ece, fit_temperature, logit_metrics, nll,
+    plot_reliability, reliability,
 )
+from transferlab.engine.metrics import PREDICTION_STATS, calibration_metrics, prediction_stats
 from transferlab.errors import DataError, TransferlabError
 
 # Ten two-class samples: top-class confidence c, predicted class 0 (row [c, 1-c]); `ok` says whether the
@@ -292,3 +294,95 @@ def test_bad_logits_and_options_raise():
         ece(GOOD_P, [0, 1], strategy="quantile")
     with pytest.raises(TransferlabError, match="n_bins"):
         ece(GOOD_P, [0, 1], n_bins=0)
+
+
+# ---------------------------------------------------------------- per-sample confidence (what the engine keeps)
+
+
+def test_confidence_ece_by_hand_and_equal_to_ece():
+    # the ten samples of test_ece_equal_width_by_hand as (confidence, correct) pairs: the same 0.082 and 0.224
+    assert confidence_ece(CONF, OK, n_bins=5) == pytest.approx(0.082, abs=1e-12)
+    assert confidence_ece(CONF, OK.astype(bool), n_bins=5, strategy="mass") == pytest.approx(0.224, abs=1e-12)
+    z, y = _calibrated(3000, 4, seed=5, scale=4.0)
+    p = _softmax(z)
+    for strategy, bins in (("width", 15), ("mass", 15), ("width", 7)):
+        assert confidence_ece(p.max(1), p.argmax(1) == y, bins, strategy) == ece(p, y, bins, strategy)
+
+
+@pytest.mark.parametrize("confidence, correct, message", [
+    ([0.5, 1.2], [1, 0], r"\[0, 1\]"),
+    ([[0.5, 0.9]], [[1, 0]], "1-D"),
+    ([0.5, 0.9], [1, 0, 1], "shape"),
+    ([0.5, 0.9], [1, 2], "0 or 1"),
+    ([0.5, np.nan], [1, 0], "NaN"),
+])
+def test_confidence_ece_rejects_bad_input(confidence, correct, message):
+    with pytest.raises(DataError, match=message):
+        confidence_ece(np.array(confidence), np.array(correct))
+
+
+def test_logit_metrics_are_the_reports_numbers_for_one_split():
+    z, y = _calibrated(600, 2, seed=6)
+    m = logit_metrics(3 * z, y, n_bins=10)
+    assert m == calibration_report(z, y, 3 * z, y, n_bins=10)["before"]
+    assert m["acc"] == pytest.approx(np.mean(z.argmax(1) == y)) and m["nll"] == pytest.approx(nll(3 * z, y))
+    assert logit_metrics(z[:4], [1, 1, 1, 1])["auc"] is None
+
+
+# ---------------------------------------------------------------- the engine's evaluation metrics
+
+# Four binary samples, logits [0, log(p / (1 - p))] so that P(class 1) = p:
+#   A: p 0.75, label 1 -> predicted 1, confidence 0.75, right, NLL -ln 0.75
+#   B: p 0.75, label 0 -> predicted 1, confidence 0.75, wrong, NLL -ln 0.25
+#   C: p 0.10, label 0 -> predicted 0, confidence 0.90, right, NLL -ln 0.90
+#   D: p 0.70, label 1 -> predicted 1, confidence 0.70, right, NLL -ln 0.70
+# NLL = -(ln .75 + ln .25 + ln .9 + ln .7) / 4 = -ln(0.118125) / 4
+# ECE, 15 bins of width 1/15 (no confidence on an edge): (0.7333, 0.8] {A, B}: conf .75, acc .5, gap .25, weight 1/2;
+#   (0.8667, 0.9333] {C}: gap .1, weight 1/4; (0.6667, 0.7333] {D}: gap .3, weight 1/4 -> .125 + .025 + .075 = .225
+# AUC of p for label 1: positives A .75, D .70; negatives B .75, C .10; pairs (A,B) tie 1/2, (A,C) 1, (D,B) 0,
+#   (D,C) 1 -> 2.5 / 4 = 0.625
+P1 = torch.tensor([0.75, 0.75, 0.10, 0.70], dtype=torch.float64)
+Y4 = torch.tensor([1, 0, 0, 1])
+
+
+def _binary_logits(p1: torch.Tensor) -> torch.Tensor:
+    return torch.stack([torch.zeros_like(p1), torch.log(p1 / (1 - p1))], dim=1).float()
+
+
+def test_engine_calibration_metrics_by_hand():
+    logits = _binary_logits(P1)
+    stats = prediction_stats(logits, Y4, logits.argmax(1))
+    assert stats.shape == (4, len(PREDICTION_STATS)) and stats.dtype == torch.float64
+    m = calibration_metrics(stats, 2)
+    assert set(m) == {"nll", "ece", "auc"}
+    assert m["nll"] == pytest.approx(-math.log(0.118125) / 4, rel=1e-6)
+    assert m["ece"] == pytest.approx(0.225, abs=1e-6)
+    assert m["auc"] == pytest.approx(0.625)
+    # batches are concatenated in any order: the metrics are of the whole set
+    parts = [prediction_stats(logits[i:i + 1], Y4[i:i + 1], logits[i:i + 1].argmax(1)) for i in (2, 0, 3, 1)]
+    assert calibration_metrics(torch.cat(parts), 2) == pytest.approx(m)
+
+
+def test_engine_calibration_metrics_use_the_given_prediction_and_bf16_logits():
+    logits = _binary_logits(P1)
+    # confidence is the probability of the class the confusion matrix counts, not recomputed
+    stats = prediction_stats(logits, Y4, torch.tensor([0, 0, 0, 0]))
+    np.testing.assert_allclose(stats[:, 1], [0.25, 0.25, 0.9, 0.3], rtol=1e-6)
+    np.testing.assert_array_equal(stats[:, 2], [0, 1, 1, 0])
+    bf16 = prediction_stats(logits.bfloat16(), Y4, logits.argmax(1))
+    assert bf16.dtype == torch.float64 and calibration_metrics(bf16, 2)["nll"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits.bfloat16().double(), Y4)))
+
+
+def test_engine_auc_only_for_two_classes_and_left_out_for_one_class():
+    logits = _binary_logits(P1)
+    one_class = calibration_metrics(prediction_stats(logits, torch.zeros(4, dtype=torch.long), logits.argmax(1)), 2)
+    assert set(one_class) == {"nll", "ece"}  # undefined AUC: no key (and no NaN in metrics.jsonl)
+    z, y = _calibrated(500, 3, seed=7)
+    z3 = torch.tensor(z, dtype=torch.float32)
+    m = calibration_metrics(prediction_stats(z3, torch.tensor(y), z3.argmax(1)), 3)
+    assert set(m) == {"nll", "ece"}
+    assert m["nll"] == pytest.approx(nll(z3.double(), y), rel=1e-9)
+    assert m["ece"] == pytest.approx(ece(_softmax(z3.double().numpy()), y), abs=1e-12)
+    bad = prediction_stats(torch.tensor([[0.0, float("nan")]]), torch.tensor([0]), torch.tensor([0]))
+    assert all(math.isnan(v) for v in calibration_metrics(bad, 2).values())

@@ -228,6 +228,17 @@ def test_write_sheet_size_layout_and_no_temp_file(tmp_path):
     assert np.array_equal(sheet[PAD:PAD + 8, left:left + 8], expected_grey)
 
 
+def test_write_sheet_file_gets_the_mode_of_any_new_file(tmp_path):
+    import os
+
+    umask = os.umask(0o022)  # a temporary file is 0600 whatever the umask: the sheet must not keep that
+    try:
+        path = write_sheet(torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), tmp_path / "sheet.png")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_write_sheet_rejects_mismatched_inputs(tmp_path):
     images, cams = torch.rand(3, 1, 8, 8), torch.rand(2, 8, 8)
     with pytest.raises(DataError, match="3 images but 2 maps"):

@@ -35,9 +35,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # bottom to top; the names in one layer
     ("methods",),
     ("engine",),
     ("experiment",),
-    ("protocol",),
+    ("protocol", "crossval"),  # protocols: grids of runs, k-fold cross-validation
     ("reports",),
-    ("crosslingual", "speech"),  # scenarios: built on the engine, the experiment and the reports
+    ("chain", "crosslingual", "speech"),  # scenarios: built on the engine, the experiment and the reports
     ("demo",),
     ("cli", ROOT),
 )

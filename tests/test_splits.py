@@ -13,7 +13,7 @@ import torch
 from transferlab.config import DomainConfig
 from transferlab.data.datasets import ArrayDataset
 from transferlab.data.splits import fold_groups, kfold_test_indices, select_fold
-from transferlab.errors import DataError
+from transferlab.errors import ConfigError, DataError
 from transferlab.experiment import load_domain
 
 DATA = Path(os.environ.get("TRANSFERLAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -80,3 +80,53 @@ def test_brain_mri_duplicate_groups_stay_in_one_fold_through_the_config():
         assert len(test) + len(train) == 253
         shared = set(test.extras["duplicate_group"].tolist()) & set(train.extras["duplicate_group"].tolist())
         assert shared <= {-1}, shared  # no duplicate group on both sides
+
+
+def test_a_validation_fold_is_held_out_of_training_and_is_never_the_test_fold():
+    data = toy()
+    rows = lambda subset: set(subset.x[:, 0].tolist())  # noqa: E731  (the toy's features are distinct per row)
+    for seed in (0, 1):
+        tests = kfold_test_indices(data.y.numpy(), fold_groups(data), 5, seed=seed)
+        for index in range(5):
+            test, val, train = (select_fold(data, 5, index, role, seed=seed, validation=True)
+                                for role in ("test", "val", "train"))
+            assert rows(test) == rows(select_fold(data, 5, index, "test", seed=seed))  # validation leaves test alone
+            np.testing.assert_array_equal(val.x, data.x[tests[(index + 1) % 5]])  # the next fold, not the test fold
+            assert not rows(val) & rows(test) and not rows(train) & rows(test) and not rows(train) & rows(val)
+            assert len(train) + len(val) + len(test) == len(data)  # disjoint and covering
+            assert rows(train) == rows(data) - rows(test) - rows(val)
+            for group in (0, 1):  # a duplicate group lies in exactly one of the three
+                where = [int((s.extras["duplicate_group"] == group).sum()) for s in (train, val, test)]
+                assert sorted(where)[:2] == [0, 0], where
+    with_speakers = [select_fold(data, 5, 2, role, seed=1, group="speaker", validation=True).extras["speaker"]
+                     for role in ("train", "val", "test")]
+    assert not (set(with_speakers[0]) & set(with_speakers[1]) or set(with_speakers[0]) & set(with_speakers[2])
+                or set(with_speakers[1]) & set(with_speakers[2]))
+
+
+def test_role_val_without_validation_and_validation_with_two_folds_are_config_errors():
+    data = toy()
+    with pytest.raises(ConfigError, match="role: val needs fold.validation"):
+        select_fold(data, 5, 0, "val")
+    with pytest.raises(ConfigError, match="needs k >= 3"):
+        select_fold(data, 2, 0, "train", validation=True)
+    with pytest.raises(ConfigError, match="fold.role 'dev'"):
+        select_fold(data, 5, 0, "dev")
+    assert len(select_fold(data, 2, 1, "train")) + len(select_fold(data, 2, 1, "test")) == len(data)
+
+
+@pytest.mark.skipif(not (DATA / "brain_tumor_mri" / "all_64.npz").is_file(), reason="needs the prepared brain_tumor_mri")
+def test_brain_mri_validation_fold_through_the_config():
+    sets = {role: load_domain(DomainConfig(name="brain_tumor_mri", part="all_64",
+                                           fold={"index": 4, "role": role, "seed": 2, "validation": True}), DATA, 0)
+            for role in ("train", "val", "test")}
+    assert sum(len(s) for s in sets.values()) == 253
+    names = {role: set(s.extras["names"].tolist()) for role, s in sets.items()}
+    assert not (names["train"] & names["val"] or names["train"] & names["test"] or names["val"] & names["test"])
+    groups = {role: set(s.extras["duplicate_group"].tolist()) - {-1} for role, s in sets.items()}
+    assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"])
+    first = load_domain(DomainConfig(name="brain_tumor_mri", part="all_64", fold={"index": 0, "role": "test", "seed": 2}),
+                        DATA, 0)
+    assert names["val"] == set(first.extras["names"].tolist())  # fold (4 + 1) % 5 = 0
+    with pytest.raises(ConfigError, match="role: val needs"):
+        load_domain(DomainConfig(name="brain_tumor_mri", part="all_64", fold={"index": 0, "role": "val"}), DATA, 0)

@@ -1,5 +1,5 @@
-"""Command line: ``transferlab demo | train | pretrain | probe | finetune | grid | analyze | eval | predict | datasets |
-crosslingual | speech | methods``.
+"""Command line: ``transferlab demo | train | pretrain | chain | probe | finetune | grid | cv | analyze | eval |
+predict | datasets | crosslingual | speech | model | methods``.
 
 Thin by design: parse arguments, validate the config, call the library. Every
 :class:`~transferlab.errors.TransferlabError` is printed as one ``error:`` message with exit status 2.
@@ -101,6 +101,40 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- cv: cross-validation of small data (transferlab.crossval) ------------------------------------------------------
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    """``transferlab cv CONFIG`` runs a cross-validation; ``transferlab cv compare DIR_A DIR_B`` compares two."""
+    if args.config == "compare":
+        return cmd_cv_compare(args)
+    if args.dirs:
+        raise TransferlabError(f"unexpected arguments {args.dirs}: `transferlab cv CONFIG` takes one config "
+                               f"(`transferlab cv compare DIR_A DIR_B` compares two cross-validations)")
+    from .crossval import cross_validate
+    from .experiment import load_config
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-cv"
+    cross_validate(config, out, k=args.folds, seeds=args.seeds, data_root=args.data_root,
+                   validation=not args.no_validation, group=args.group, jobs=args.jobs,
+                   progress=not args.no_progress and args.jobs == 1, log=lambda line: print(line, flush=True))
+    print()
+    print((out / "cv.md").read_text())
+    print(f"cells in {out}/seed<s>/fold<i>; every cell's metrics in {out / 'cv.json'}")
+    return 0
+
+
+def cmd_cv_compare(args: argparse.Namespace) -> int:
+    from .crossval import compare_runs, comparison_text
+
+    if len(args.dirs) != 2:
+        raise TransferlabError(f"`transferlab cv compare` takes two cross-validation folders (DIR_A DIR_B); got "
+                               f"{len(args.dirs)}")
+    print(comparison_text(compare_runs(args.dirs[0], args.dirs[1], args.metric)))
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """An ``analyze`` sub-command: the handler its :class:`~transferlab.reports.Command` registered."""
     args.report(args)
@@ -136,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     experiment = load_for_eval(args.run, args.data_root, on=on)  # loads only the set it evaluates on
     result = evaluate_on(experiment)
     test = f"{experiment.test.name}/{experiment.test.part}"
-    keys = ("wer", "cer") if "wer" in result else ("acc",)
+    keys = ("wer", "cer") if "wer" in result else [k for k in ("acc", "nll", "ece", "auc") if k in result]
     accuracy = {(k if on is not None else f"target_test/{k}"): result[k] for k in keys}
     print(json.dumps({"run": str(args.run), "test": test, **accuracy, "samples": result["samples"]}, indent=2))
     return 0
@@ -512,6 +546,33 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chain(args: argparse.Namespace) -> int:
+    from .chain import chain_table, run_chain
+
+    out = Path(args.out) if args.out else Path("runs") / Path(args.chain).stem
+    summary = run_chain(args.chain, out, overrides=args.set, data_root=args.data_root, overwrite=args.overwrite,
+                        progress=not args.no_progress, report=lambda line: print(line, flush=True))
+    print()
+    print(chain_table(summary["stages"]))
+    print(f"\nstages in {out}/<stage>; summary: {out / 'chain.md'}, {out / 'chain.json'}")
+    return 0
+
+
+def cmd_model_stages(args: argparse.Namespace) -> int:
+    from .experiment import build, load_config
+    from .models.surgery import stages
+
+    experiment = build(load_config(args.config, args.set), args.data_root)
+    encoder = experiment.method.encoder
+    rows = []
+    for name, modules in stages(encoder).items():
+        params = [p for m in modules for p in encoder.get_submodule(m).parameters()]
+        rows.append([name, f"{sum(p.numel() for p in params):,}",
+                     "yes" if params and not any(p.requires_grad for p in params) else "no", ", ".join(modules)])
+    print(table(rows, ["stage", "parameters", "frozen", "modules"]))
+    return 0
+
+
 def _version() -> str:
     """The running package's version (``transferlab.__version__``; the package is imported before this module)."""
     return getattr(sys.modules.get(__package__ or "transferlab"), "__version__", "unknown")
@@ -583,6 +644,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "of their transfer: section (e.g. to compare source models trained on different datasets)")
     _common(p)
     p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("cv", help="stratified, grouped k-fold cross-validation x seeds of a config's source set: AUC, "
+                       "accuracy, ECE, NLL (mean ± std), temperature scaling; `cv compare DIR_A DIR_B` pairs two")
+    p.add_argument("config", metavar="CONFIG", help="YAML config whose data.source is cross-validated, or the word "
+                   "'compare' followed by two cross-validation folders")
+    p.add_argument("dirs", nargs="*", metavar="DIR", help="(compare) the two cross-validation folders, A then B")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of every cell's config, e.g. optim.lr=0.01")
+    p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (default: 5)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="partitions (and run seeds) to repeat the cross-validation over (default: 0 1 2)")
+    p.add_argument("--no-validation", action="store_true", help="train on k-1 folds; no validation fold, no "
+                   "temperature scaling (default: fold i+1 validates, training uses k-2 folds)")
+    p.add_argument("--group", metavar="COLUMN", help="rows with equal values share a fold (e.g. speaker; default: "
+                   "duplicate_group when the set has one)")
+    p.add_argument("--jobs", type=int, default=1, help="cells trained at once, in separate processes")
+    p.add_argument("--out", help="folder for the cells, cv.json and cv.md (default: runs/<config name>-cv); "
+                   "finished cells there are kept and skipped")
+    p.add_argument("--metric", default="auc", help="(compare) acc, auc, nll, ece, or after.<metric> (after "
+                   "temperature scaling); default: auc")
+    p.add_argument("--no-progress", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("analyze", help=f"diagnostics of saved runs: {', '.join(c.name for c in ANALYZE)} (JSON + PNG)")
     asub = p.add_subparsers(dest="analysis", required=True)
@@ -722,6 +806,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="a folder for result.json")
     _common(q)
     q.set_defaults(func=cmd_xl_aligned)
+
+    p = sub.add_parser("chain", help="multi-hop transfer: train a chain's stages in order, each from the previous "
+                       "stage's encoder; resumes where it stopped; metrics side by side")
+    p.add_argument("chain", help="chain YAML (see configs/medical/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in every stage's config, e.g. seed=1")
+    p.add_argument("--out", help="folder for the stages' runs and chain.md (default: runs/<chain name>)")
+    p.add_argument("--overwrite", action="store_true", help="delete the chain's earlier stage runs first")
+    p.add_argument("--no-progress", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_chain)
+
+    p = sub.add_parser("model", help="inspect a config's model: its stages (for model.freeze, init_stages, stage_lr)")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    q = msub.add_parser("stages", help="the encoder's stages, input to output, with parameter counts")
+    q.add_argument("config")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _common(q)
+    q.set_defaults(func=cmd_model_stages)
 
     p = sub.add_parser("methods", help="list methods and their hyper-parameters; with NAME, explain each of them")
     p.add_argument("name", nargs="?", help="a method, e.g. dann")

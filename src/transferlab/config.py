@@ -71,8 +71,12 @@ class FoldConfig(_Strict):
 
     k: int = Field(5, ge=2)
     index: NonNegativeInt
-    role: Literal["train", "test"]
-    """``test``: the rows of fold ``index``; ``train``: the rows of the other k-1 folds."""
+    role: Literal["train", "val", "test"]
+    """``test``: the rows of fold ``index``; ``train``: the rows of the other k-1 folds (k-2 with ``validation``);
+    ``val``: the rows of fold ``(index + 1) % k`` (needs ``validation``)."""
+    validation: bool = False
+    """Hold fold ``(index + 1) % k`` out of training as a validation fold (``role: val``), e.g. to fit a temperature
+    on it; the test fold is never used for fitting anything."""
     seed: NonNegativeInt = 0
     """Which partition: cross-validation repeated over seeds uses a different one per seed."""
     group: str | None = None
@@ -140,6 +144,28 @@ class FeaturesConfig(_Strict):
     mean and std (per domain: source, target and test each use their own statistics)."""
 
 
+class IntensityConfig(_Strict):
+    """Map stored intensities to [0, 1] per image before normalisation (medical images), by a fixed window or by
+    each image's own percentiles; values outside are clipped."""
+
+    window: tuple[float, float] | None = None
+    """``[level, width]`` in stored units (0..255 for uint8 images, Hounsfield units for CT): ``level - width/2``
+    maps to 0 and ``level + width/2`` to 1."""
+    percentile: tuple[float, float] | None = None
+    """``[low, high]`` percentiles (e.g. ``[1, 99]``) of each image map to 0 and 1 (robust to outlier pixels and to
+    scanner-dependent intensity scales, the usual MRI normalisation)."""
+
+    @model_validator(mode="after")
+    def _one_mapping(self) -> "IntensityConfig":
+        if (self.window is None) == (self.percentile is None):
+            raise ValueError("data.intensity takes exactly one of window: [level, width] or percentile: [low, high]")
+        if self.window is not None and not self.window[1] > 0:
+            raise ValueError(f"data.intensity.window {list(self.window)}: the width (second value) must be positive")
+        if self.percentile is not None and not 0 <= self.percentile[0] < self.percentile[1] <= 100:
+            raise ValueError(f"data.intensity.percentile {list(self.percentile)}: need 0 <= low < high <= 100")
+        return self
+
+
 class DataConfig(_Strict):
     root: str | None = None
     """Data root; default: ``$TRANSFERLAB_DATA`` or ``~/.cache/transferlab/data``."""
@@ -157,8 +183,20 @@ class DataConfig(_Strict):
     image_size: PositiveInt | None = None
     """Resize images to this square size; ``null`` keeps the stored size."""
     channels: Literal[1, 3] = 1
-    mean: list[float] = Field(default_factory=lambda: [0.5])
-    std: list[PositiveFloat] = Field(default_factory=lambda: [0.5])
+    intensity: IntensityConfig | None = None
+    """Images: window/level or per-image percentile mapping of the stored values to [0, 1], at the stored size and
+    channels (then resize, channel adaptation and ``mean``/``std``); replaces the default uint8 / 255."""
+    mean: list[float] | Literal["train"] = Field(default_factory=lambda: [0.5])
+    """Per-channel (or one) normalisation mean; ``train``: computed from the source training set (of the input
+    transform's output before normalisation: after ``intensity``, resize and channels), never from evaluation sets;
+    the run's saved config records the numbers."""
+    std: list[PositiveFloat] | Literal["train"] = Field(default_factory=lambda: [0.5])
+    """Per-channel (or one) normalisation standard deviation; ``train``: the source training set's (population)
+    standard deviation, as for ``mean``."""
+    augment: Literal["natural", "digits", "medical"] | None = None
+    """Images: random augmentation of training batches (never of evaluation sets), on the device, per sample, drawn
+    from the run's seed (``transferlab.data.augment`` presets; ``medical``: crops, small rotations, intensity
+    jitter, no flips)."""
     text: TextConfig = Field(default_factory=TextConfig)
     """Tokenisation (text datasets only)."""
     audio: AudioConfig = Field(default_factory=AudioConfig)
@@ -236,7 +274,24 @@ class ModelConfig(_Strict):
     """With ``encoder_init``: copy only the encoder's first n layers; the rest keep their random
     initialisation (Yosinski et al.'s AnB). ``null``: the whole encoder."""
     freeze_layers: NonNegativeInt = 0
-    """Train with the encoder's first n layers frozen (no gradient)."""
+    """Train with the encoder's first n layers frozen (no gradient; their BatchNorm statistics still follow the data,
+    as in Yosinski et al.'s experiments). ``freeze`` freezes by stage and holds BatchNorm statistics too."""
+    init_stages: NonNegativeInt | list[str] | None = None
+    """With ``encoder_init``: copy only these stages of the encoder (names from ``transferlab model stages``, or the
+    first n); the others keep their fresh initialisation. ``null``: the whole encoder."""
+    freeze: NonNegativeInt | list[str] | None = None
+    """Stages (names, or the first n) trained with no gradient and with their BatchNorm layers held in eval mode, so
+    their statistics do not move either."""
+    unfreeze: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    """Gradual unfreezing (ULMFiT): ``{stage: iteration}`` — a stage frozen by ``freeze`` starts training (and its
+    BatchNorm statistics start following the data) at that iteration."""
+    stage_lr: dict[str, PositiveFloat] = Field(default_factory=dict)
+    """Learning-rate multipliers by stage (``{layer1: 0.1, layer4: 1.0}``); they replace ``backbone_lr_scale`` and
+    ``layer_lr_decay`` for the stages named."""
+    input_conv: Literal["sum", "mean"] = "sum"
+    """How copied weights of a first convolution are adapted when its input channels differ (a 3-channel checkpoint
+    for grey images or the reverse): ``sum`` (timm's ``adapt_input_conv``: a grey image then gives the same output
+    as its 3-channel copy did) or ``mean`` (3 -> 1 averages the filters; 1 -> 3 repeats them unscaled)."""
     adapter: AdapterConfig | None = None
     """Residual bottleneck adapters (``h + MLP(h)``, zero-initialised so the model starts unchanged): inside an
     ``hf:`` encoder after its transformer layers, on the features of any other backbone."""

@@ -32,6 +32,7 @@ from .errors import CheckpointError, ConfigError, DataError, TransferlabError, s
 from .methods import METHODS, Method, MethodConfig
 from .methods.base import make_config
 from .models import Encoder, create_backbone
+from .models import surgery
 from .models.layers import freeze_layers, layer_state
 
 
@@ -79,8 +80,17 @@ def method_config(config: Config) -> MethodConfig:
 
 
 def resolved_config(config: Config) -> dict[str, Any]:
-    """The fully resolved config, as a run saves it: every default filled in, the method's included."""
-    return {**config.model_dump(mode="json"), "method": method_config(config).model_dump(mode="json")}
+    """The fully resolved config, as a run saves it: every default filled in, the method's included, and
+    ``data.mean``/``data.std: train`` replaced by the numbers :func:`build` computed for this config (they stay
+    ``train`` until it has), so a saved run reproduces its input transform without its training data."""
+    resolved = {**config.model_dump(mode="json"), "method": method_config(config).model_dump(mode="json")}
+    statistics = _TRAIN_STATISTICS.get(_statistics_key(config)) if _wants_train_statistics(config) else None
+    if statistics is not None:
+        data = resolved["data"]
+        for key, values in zip(("mean", "std"), statistics):
+            if data[key] == "train":
+                data[key] = list(values)
+    return resolved
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -138,7 +148,7 @@ def load_domain(domain: DomainConfig, root: str | Path | None, seed: int) -> Arr
         from .data.splits import select_fold
 
         f = domain.fold
-        dataset = select_fold(dataset, f.k, f.index, f.role, f.seed, f.group)
+        dataset = select_fold(dataset, f.k, f.index, f.role, f.seed, f.group, f.validation)
     if domain.translate is not None:
         dataset = translate_set(dataset, domain.translate, root)
     if domain.perturb:
@@ -216,9 +226,14 @@ def default_test(target: DomainConfig, root: str | Path | None = None) -> Domain
     return DomainConfig(name=target.name, part=part, classes=target.classes)
 
 
-def load_encoder_weights(encoder: torch.nn.Module, source: str | Path, layers: int | None = None) -> None:
-    """Initialise ``encoder`` from a run folder's (or a ``model.safetensors`` file's) ``encoder.*`` weights,
-    all of them or only those of its first ``layers`` layers."""
+def load_encoder_weights(encoder: torch.nn.Module, source: str | Path, layers: int | None = None, *,
+                         stages: list[str] | None = None, input_conv: str = "sum") -> list[str]:
+    """Initialise ``encoder`` from a run folder's (or a ``model.safetensors`` file's) ``encoder.*`` weights: all of
+    them, those of its first ``layers`` layers, or those of the named ``stages`` (:mod:`transferlab.models.surgery`).
+    A convolution whose weights were made for 3 input channels and now takes 1 (or the reverse) is adapted
+    (``input_conv``); returns the adapted keys."""
+    from .models.surgery import adapt_input_channels, stage_state
+
     path = Path(source)
     path = path / "model.safetensors" if path.is_dir() else path
     if not path.is_file():
@@ -227,14 +242,18 @@ def load_encoder_weights(encoder: torch.nn.Module, source: str | Path, layers: i
     state = {k.removeprefix("encoder."): v for k, v in load_tensors(path).items() if k.startswith("encoder.")}
     if not state:
         raise CheckpointError(f"{path} holds no encoder.* weights; is it a transferlab run's model?")
+    state, adapted = adapt_input_channels(encoder, state, input_conv)
     original = {k: v.clone() for k, v in encoder.state_dict().items()}
     try:
         encoder.load_state_dict(state)  # strict: the architectures must match, even when copying a few layers
         if layers is not None:
             encoder.load_state_dict({**original, **layer_state(encoder, state, layers)})
+        elif stages is not None:
+            encoder.load_state_dict({**original, **stage_state(encoder, state, stages)})
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: its encoder does not match this config's model ({state_dict_mismatch(exc)}); "
                               f"use the pretraining run's model.backbone and model.bottleneck_dim") from None
+    return adapted
 
 
 def _check_images(sets: list[ArrayDataset], config: Config) -> int:
@@ -282,9 +301,14 @@ def _input_settings(config: Config, source) -> str:
     return f"data.channels={config.data.channels}, data.image_size={config.data.image_size}"
 
 
-def make_modality(config: Config, kind: str, sets: list) -> tl_data.Modality:
-    """The data section's settings for ``kind`` as a :class:`~transferlab.data.modality.Modality`."""
+def make_modality(config: Config, kind: str, sets: list, train_set=None) -> tl_data.Modality:
+    """The data section's settings for ``kind`` as a :class:`~transferlab.data.modality.Modality`. ``train_set``
+    (the source training set) is what ``data.mean``/``data.std: train`` are computed from; without it they must be
+    numbers (a saved run's config holds them)."""
     c = config
+    if kind != "image" and (c.data.intensity is not None or _wants_train_statistics(c)):
+        option = "data.intensity" if c.data.intensity is not None else "data.mean/data.std: train"
+        raise ConfigError(f"{option} is for images; this run's data is {kind}")
     if kind == "features":
         dims = {f"{d.name}/{d.part}": feature_dim(d) for d in sets}
         if len(set(dims.values())) > 1:
@@ -305,10 +329,71 @@ def make_modality(config: Config, kind: str, sets: list) -> tl_data.Modality:
     channels = c.data.channels
     for key in ("mean", "std"):
         values = getattr(c.data, key)
-        if len(values) not in (1, channels):
+        if values != "train" and len(values) not in (1, channels):
             raise ConfigError(f"data.{key} has {len(values)} values; give 1 or data.channels={channels}")
+    intensity = c.data.intensity
+    window = tuple(intensity.window) if intensity is not None and intensity.window is not None else None
+    percentile = tuple(intensity.percentile) if intensity is not None and intensity.percentile is not None else None
+    mean, std = c.data.mean, c.data.std
+    if _wants_train_statistics(c):
+        if train_set is None:
+            raise ConfigError("data.mean/data.std: train are computed from the source training set when a run is "
+                              "built; here no training set is loaded, so give the numbers (a finished run's "
+                              "config.json holds them)")
+        unscaled = tl_data.Image(channels, size, (0.0,) * channels, (1.0,) * channels, window, percentile)
+        statistics = train_statistics(train_set, unscaled.transform, eval_device(c))
+        _TRAIN_STATISTICS[_statistics_key(c)] = statistics
+        mean = statistics[0] if mean == "train" else mean
+        std = statistics[1] if std == "train" else std
     expand = lambda v: tuple(v) * (channels if len(v) == 1 else 1)  # noqa: E731
-    return tl_data.Image(channels, size, expand(c.data.mean), expand(c.data.std))
+    return tl_data.Image(channels, size, expand(mean), expand(std), window, percentile)
+
+
+_TRAIN_STATISTICS: dict[str, tuple[list[float], list[float]]] = {}
+"""``data.mean``/``data.std: train`` as last computed by :func:`make_modality`, by :func:`_statistics_key`; what
+:func:`resolved_config` writes into a run's saved config."""
+
+
+def _wants_train_statistics(config: Config) -> bool:
+    return config.data.mean == "train" or config.data.std == "train"
+
+
+def _statistics_key(config: Config) -> str:
+    """Everything in a config that the training set's statistics depend on."""
+    data = config.data.model_dump(mode="json", include={"root", "source", "image_size", "channels", "intensity"})
+    return json.dumps([config.seed, data], sort_keys=True)
+
+
+def train_statistics(dataset, transform, device: torch.device | str = "cpu", chunk_elements: int = 1 << 22,
+                     ) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) standard deviation of ``transform``'s output over every image of
+    ``dataset``, streamed through ``device`` in chunks of about ``chunk_elements`` output values and combined in
+    float64 (Chan et al.'s pairwise update), rounded to 6 significant digits: the numbers a run records and uses."""
+    n = len(dataset)
+    if n == 0:
+        raise DataError(f"{dataset.name}/{dataset.part} is empty: no statistics for data.mean/data.std: train")
+    per_image = transform(dataset.x[:1].to(device))[0].numel()
+    step = max(1, chunk_elements // per_image)
+    count, mean, m2 = 0, None, None
+    with torch.no_grad():
+        for start in range(0, n, step):
+            y = transform(dataset.x[start:start + step].to(device)).double()
+            k = y.numel() // y.shape[1]
+            chunk_mean = y.mean(dim=(0, 2, 3))
+            chunk_m2 = (y - chunk_mean.view(1, -1, 1, 1)).square_().sum(dim=(0, 2, 3))
+            if mean is None:
+                count, mean, m2 = k, chunk_mean, chunk_m2
+            else:
+                delta, total = chunk_mean - mean, count + k
+                mean = mean + delta * (k / total)
+                m2 = m2 + chunk_m2 + delta.square() * (count * k / total)
+                count = total
+    means = [float(f"{v:.6g}") for v in mean.tolist()]
+    stds = [float(f"{v:.6g}") for v in (m2 / count).sqrt().tolist()]
+    if min(stds) <= 0:
+        raise DataError(f"data.std: train: the images of {dataset.name}/{dataset.part} are constant after the input "
+                        f"transform (standard deviation {stds}); give data.std as numbers")
+    return means, stds
 
 
 def build(config: Config, data_root: str | Path | None = None) -> Experiment:
@@ -356,7 +441,8 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     if len(set(kinds.values())) > 1:
         raise DataError(f"the sets are of different kinds ({kinds}); one model takes one kind of input")
     kind = next(iter(kinds.values()))
-    modality = make_modality(c, kind, [d for d in (source, target, test, *extra.values()) if d is not None])
+    modality = make_modality(c, kind, [d for d in (source, target, test, *extra.values()) if d is not None],
+                             train_set=source)
     source, target, test = (modality.prepare(d) if d is not None else None for d in (source, target, test))
     extra = {label: modality.prepare(d) for label, d in extra.items()}
     task = None
@@ -367,7 +453,7 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
         num_classes = len(task.vocab)
     method = _make_method(c, method_cfg, kind, modality, source, num_classes, task=task)
     return Experiment(c, method, source, target, test, modality.transform, modality, extra,
-                      augment=make_augment(c, kind))
+                      augment=make_augment(c, kind, modality))
 
 
 def ctc_task(config: Config, sets: list) -> Any:
@@ -425,8 +511,23 @@ def _audio_augment():
     return AudioAugment
 
 
-def make_augment(config: Config, kind: str) -> Any:
-    """The training-only augmentation the data section asks for (``data.audio.augment``), or ``None``."""
+def make_augment(config: Config, kind: str, modality: tl_data.Modality | None = None) -> Any:
+    """The training-only augmentation the data section asks for (``data.augment`` for images: Kornia views of
+    ``modality``'s normalised batches; ``data.audio.augment``), or ``None``."""
+    preset = config.data.augment
+    if preset is not None:
+        if kind != "image":
+            raise ConfigError(f"data.augment: {preset} augments images; this run's data is {kind}"
+                              + (" (use data.audio.augment)" if kind == "audio" else ""))
+        if modality is None:
+            raise ValueError("make_augment needs the run's image modality for data.augment")
+        try:
+            from .data.augment import Views
+
+            spec = modality.input_spec(None)
+            return Views(preset, spec.shape, spec.mean, spec.std)
+        except ImportError as exc:
+            raise ConfigError(f"data.augment needs kornia ({exc}): pip install kornia") from None
     steps = config.data.audio.augment
     if kind != "audio" or not steps:
         return None
@@ -451,17 +552,37 @@ def _make_method(c: Config, method_cfg: MethodConfig, kind: str, modality: tl_da
         pretrained=c.model.pretrained if initialise else False,
         mlp=c.model.mlp.model_dump(), hf=c.model.hf.model_dump())
     encoder = Encoder(backbone, c.model.bottleneck_dim)
+    if c.model.init_layers is not None and c.model.init_stages is not None:
+        raise ConfigError("model.init_layers and model.init_stages both choose what to copy; set one")
     if initialise and c.model.encoder_init is not None:
-        load_encoder_weights(encoder, c.model.encoder_init, c.model.init_layers)
-    elif initialise and c.model.init_layers is not None:
-        raise ConfigError("model.init_layers copies layers from model.encoder_init; set that too")
+        load_encoder_weights(encoder, c.model.encoder_init, c.model.init_layers, input_conv=c.model.input_conv,
+                             stages=surgery.resolve(encoder, c.model.init_stages, "model.init_stages")
+                             if c.model.init_stages is not None else None)
+    elif initialise and (c.model.init_layers is not None or c.model.init_stages is not None):
+        raise ConfigError("model.init_layers / init_stages copy parts of model.encoder_init; set that too")
     freeze_layers(encoder, c.model.freeze_layers)
+    frozen = surgery.resolve(encoder, c.model.freeze, "model.freeze")
+    surgery.freeze_stages(encoder, frozen)
+    if c.model.stage_lr:
+        encoder.stage_scales = surgery.stage_lr_scales(encoder, c.model.stage_lr)
     _check_input(encoder, probe, modality.transform, c)
     options = {"task": task} if task is not None else {}
     method = METHODS.get(method_cfg.name)(encoder, num_classes, input_spec=spec, **options,
                                           **method_cfg.model_dump(exclude={"name"}))
     if initialise and task is not None and c.model.backbone.startswith("hf:") and not c.model.hf.from_config:
         load_ctc_head(method, c.model.backbone.split(":", 1)[1])
+    for name in frozen:  # BatchNorm statistics of frozen stages stay fixed; gradual unfreezing releases them
+        for module in surgery.stage_modules(encoder, [name]):
+            method.hold_eval(module)
+            if name in c.model.unfreeze:
+                method.unfreeze_at(module, c.model.unfreeze[name])
+    late = sorted(set(c.model.unfreeze) - set(frozen))
+    if late:
+        raise ConfigError(f"model.unfreeze names {', '.join(late)}, which model.freeze does not freeze "
+                          f"(frozen: {', '.join(frozen) or 'none'}); a stage must be frozen to be unfrozen later")
+    if c.model.unfreeze and c.train.cuda_graph:
+        raise ConfigError("model.unfreeze changes what trains during the run, which a captured CUDA graph cannot; "
+                          "set train.cuda_graph: false")
     if c.model.adapter is not None:
         add_adapters(method, c.model.adapter)
     if initialise and c.model.init is not None:
@@ -539,9 +660,10 @@ def add_adapters(method: Method, cfg: schema.AdapterConfig) -> None:
 
 
 def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path | None = None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, echo: bool = False) -> dict[str, Any]:
+          overwrite: bool = False, progress: bool = True, echo: bool = False, stop_at: int | None = None) -> dict[str, Any]:
     """Build and train; with ``out_dir`` the run is saved (config, metrics, checkpoints, final model, result).
-    ``echo`` prints each logged record as a line on standard error (for logs without a progress bar)."""
+    ``echo`` prints each logged record as a line on standard error (for logs without a progress bar); ``stop_at``
+    ends training at that step with a resumable checkpoint (what a crash leaves; for tests)."""
     experiment = build(config, data_root)  # data and model problems surface before anything is written
     source, target = config.data.source, config.data.target
     if target is None:
@@ -560,7 +682,7 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
         if vocab is not None and trainer.is_main:  # the CTC run's characters (a transformers tokenizer) and groups
             vocab.save(out_dir)
             atomic_write_json(Path(out_dir) / "task.json", {"task": "ctc", "groups": experiment.method.groups})
-    result = trainer.fit()
+    result = trainer.fit(stop_at)
     return {**extra, **result}
 
 
@@ -661,18 +783,19 @@ def _run_groups(run_dir: str | Path) -> list[str]:
     return list(json.loads(path.read_text()).get("groups", []))
 
 
-def _eval_device(config: Config) -> torch.device:
+def eval_device(config: Config) -> torch.device:
     cuda = config.train.device != "cpu" and torch.cuda.is_available()
     return torch.device("cuda" if cuda else "cpu")
 
 
 @torch.no_grad()
-def predict_proba(experiment: Experiment, dataset=None, device: torch.device | str | None = None) -> torch.Tensor:
-    """Class probabilities ``(N, num_classes)`` (float32, on the CPU, in the set's order) of the experiment's model
-    on ``dataset`` (default: its ``test`` set), which must be prepared by ``experiment.modality``."""
+def predict_logits(experiment: Experiment, dataset=None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Class logits ``(N, num_classes)`` (float32, on the CPU, in the set's order) of the experiment's model on
+    ``dataset`` (default: its ``test`` set), which must be prepared by ``experiment.modality``. Temperature scaling and
+    the NLL of confident predictions need logits: the log of float32 probabilities underflows."""
     dataset = experiment.test if dataset is None else dataset
     c, method = experiment.config, experiment.method
-    device = torch.device(device) if device is not None else _eval_device(c)
+    device = torch.device(device) if device is not None else eval_device(c)
     method.to(device)
     if getattr(experiment.transform, "channels_last", False):
         method.to(memory_format=torch.channels_last)
@@ -685,10 +808,17 @@ def predict_proba(experiment: Experiment, dataset=None, device: torch.device | s
                                              transform=experiment.transform):
             with torch.autocast(device.type, dtype=torch.bfloat16 if bf16 else torch.float32, enabled=bf16):
                 logits = method.predict_on(batch.x, "target")
-            out.append(torch.softmax(logits.float(), dim=1).cpu())
+            out.append(logits.float().cpu())
     finally:
         method.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, method.num_classes)
+
+
+@torch.no_grad()
+def predict_proba(experiment: Experiment, dataset=None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Class probabilities ``(N, num_classes)`` (float32, on the CPU, in the set's order): the softmax of
+    :func:`predict_logits`."""
+    return torch.softmax(predict_logits(experiment, dataset, device), dim=1)
 
 
 @torch.no_grad()
@@ -724,8 +854,8 @@ def transcribe_set(experiment, dataset=None, device: torch.device | str | None =
 
 
 def evaluate_on(experiment: Experiment, dataset=None) -> dict[str, Any]:
-    """Accuracy and macro-F1 (%) of the experiment's model on a labelled, prepared ``dataset`` (default: its ``test``
-    set); WER and CER (%) for a CTC run."""
+    """Accuracy and macro-F1 (%), NLL, ECE and (two classes) AUC of the experiment's model on a labelled, prepared
+    ``dataset`` (default: its ``test`` set), as ``Trainer.evaluate`` reports them; WER and CER (%) for a CTC run."""
     dataset = experiment.test if dataset is None else dataset
     if experiment.method.task == "ctc":
         from .engine.metrics import edit_counts, error_rates
@@ -741,8 +871,10 @@ def evaluate_on(experiment: Experiment, dataset=None) -> dict[str, Any]:
         raise DataError(f"{dataset.name}/{dataset.part} has {dataset.num_classes} classes, but the run's model "
                         f"predicts {experiment.method.num_classes}; accuracy needs one label space "
                         f"(`transferlab predict` gives its probabilities all the same)")
-    from .engine.metrics import classification_metrics, confusion_matrix
+    from .engine.metrics import calibration_metrics, classification_metrics, confusion_matrix, prediction_stats
 
-    predicted = predict_proba(experiment, dataset).argmax(dim=1)
-    confusion = confusion_matrix(dataset.y.cpu(), predicted, experiment.method.num_classes)
-    return {**classification_metrics(confusion), "samples": len(dataset)}
+    logits, k = predict_logits(experiment, dataset), experiment.method.num_classes
+    predicted, labels = logits.argmax(dim=1), dataset.y.cpu()
+    confusion = confusion_matrix(labels, predicted, k)
+    return {**classification_metrics(confusion), **calibration_metrics(prediction_stats(logits, labels, predicted), k),
+            "samples": len(dataset)}

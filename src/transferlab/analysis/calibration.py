@@ -6,6 +6,8 @@ Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks", ICML 
   ECE = Σ_b (|B_b| / N) · |acc(B_b) − conf(B_b)|, over equal-width (``"width"``, Guo et al.'s
   definition) or equal-mass (``"mass"``, quantile) confidence bins. A fraction in [0, 1], not a
   percentage: 0 is perfectly calibrated, 1 is always fully confident and always wrong.
+  :func:`confidence_ece` is the same number from per-sample (top-class confidence, correct) pairs,
+  what the engine's evaluation keeps.
 * :func:`reliability`: the per-bin numbers a reliability diagram plots; :func:`plot_reliability`
   draws several of them (e.g. before / after temperature scaling) on one axes.
 * :func:`nll` (mean cross-entropy of logits, natural log) and :func:`auc` (ROC AUC, one-vs-rest macro
@@ -13,7 +15,7 @@ Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks", ICML 
 * :func:`fit_temperature` / :func:`apply_temperature`: one scalar T > 0 dividing the logits, fitted by
   minimising the NLL on *validation* logits; it never changes the argmax, so accuracy is unchanged.
 * :func:`calibration_report`: fit T on a validation split and report the test split's metrics
-  before and after.
+  before and after; :func:`logit_metrics`: those metrics for one split.
 
 Probabilities are an (N, C) matrix of rows summing to 1, or for a binary task an (N,) vector of
 positive-class (class 1) probabilities. Logits are an (N, C) matrix. Labels are N class indices in
@@ -154,8 +156,12 @@ def _binned(probabilities: ArrayLike, labels: ArrayLike, n_bins: int, strategy: 
     _options(n_bins, strategy)
     p = _probabilities(probabilities)
     y = _labels(labels, len(p), p.shape[1])
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    return _binned_confidence(p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64), n_bins, strategy)
+
+
+def _binned_confidence(conf: np.ndarray, correct: np.ndarray, n_bins: int, strategy: str) -> dict[str, Any]:
+    """The bins of :func:`_binned` from each sample's top-class confidence and 0/1 correctness (both (N,) float64,
+    already checked)."""
     if strategy == "width":
         interior = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
     else:
@@ -171,9 +177,9 @@ def _binned(probabilities: ArrayLike, labels: ArrayLike, n_bins: int, strategy: 
         mean_conf = np.where(count > 0, conf_sum / np.maximum(count, 1), np.nan)
         accuracy = np.where(count > 0, acc_sum / np.maximum(count, 1), np.nan)
     gaps = np.where(count > 0, np.abs(accuracy - mean_conf), 0.0)
-    value = float(np.sum(count / len(p) * gaps))
+    value = float(np.sum(count / len(conf) * gaps))
     return {"strategy": strategy, "edges": edges, "confidence": mean_conf, "accuracy": accuracy, "count": count,
-            "ece": value, "n": len(p), "overall_accuracy": float(correct.mean()),
+            "ece": value, "n": len(conf), "overall_accuracy": float(correct.mean()),
             "overall_confidence": float(conf.mean())}
 
 
@@ -195,6 +201,27 @@ def ece(probabilities: ArrayLike, labels: ArrayLike, n_bins: int = 15, strategy:
     Returns a fraction in [0, 1] (multiply by 100 for the percentages papers quote).
     """
     return _binned(probabilities, labels, n_bins, strategy)["ece"]
+
+
+def confidence_ece(confidence: ArrayLike, correct: ArrayLike, n_bins: int = 15, strategy: str = "width") -> float:
+    """:func:`ece` from what it reads of each sample: its top-class ``confidence`` (N,) in [0, 1] and whether the
+    top class was its label, ``correct`` (N,) of 0/1 (or bools). Same bins and value as ``ece(probabilities,
+    labels)`` when ``confidence = max_c p_ic`` and ``correct = [argmax_c p_ic == y_i]``; for callers that keep two
+    numbers per sample instead of the (N, C) probabilities (the engine's evaluation gathers them across
+    processes). Returns a fraction in [0, 1]."""
+    _options(n_bins, strategy)
+    conf = _numeric(confidence, "confidence")
+    ok = _numeric(correct, "correct")
+    if conf.ndim != 1:
+        raise DataError(f"confidence must be one top-class probability per sample (1-D), got shape {conf.shape}")
+    if ok.shape != conf.shape:
+        raise DataError(f"correct has shape {ok.shape} but confidence has {conf.shape}; pass one of each per sample")
+    if (conf < 0).any() or (conf > 1).any():
+        raise DataError(f"confidence must lie in [0, 1], got values in [{conf.min():.4g}, {conf.max():.4g}]; "
+                        "pass the top-class probability, not a logit")
+    if not np.isin(ok, (0.0, 1.0)).all():
+        raise DataError("correct must hold 0 or 1 (whether each sample's top class is its label)")
+    return _binned_confidence(conf, ok, n_bins, strategy)["ece"]
 
 
 def reliability(probabilities: ArrayLike, labels: ArrayLike, n_bins: int = 15,
@@ -354,6 +381,15 @@ def _metrics(z: np.ndarray, y: np.ndarray, n_bins: int) -> dict[str, float | Non
     return {"acc": float(np.mean(p.argmax(axis=1) == y)), "nll": _nll(z, y),
             "ece": _binned(p, y, n_bins, "width")["ece"], "ece_mass": _binned(p, y, n_bins, "mass")["ece"],
             "auc": area}
+
+
+def logit_metrics(logits: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> dict[str, float | None]:
+    """What :func:`calibration_report` gives for a split, of softmax(``logits``) against ``labels``: ``acc`` (a
+    fraction), ``nll`` (mean, nats), ``ece`` (equal-width bins) and ``ece_mass`` (equal-mass bins), both fractions,
+    and ``auc`` (None when the labels hold one class)."""
+    _options(n_bins, "width")
+    z = _logits(logits)
+    return _metrics(z, _labels(labels, len(z), z.shape[1]), n_bins)
 
 
 def calibration_report(logits_val: ArrayLike, y_val: ArrayLike, logits_test: ArrayLike, y_test: ArrayLike,

@@ -256,6 +256,9 @@ def write_sheet(images: torch.Tensor | Sequence[torch.Tensor], cams: torch.Tenso
             sheet.save(handle, format="PNG")
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600: give the sheet the mode any new file gets
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

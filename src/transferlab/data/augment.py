@@ -53,7 +53,9 @@ class Views(nn.Module):
     """Random views of a batch of normalised images ``(B, C, H, W)``; a new draw on every call.
 
     Randomness comes from torch's global generator, which the engine seeds and checkpoints, so a
-    resumed run draws the same views as an uninterrupted one.
+    resumed run draws the same views as an uninterrupted one. It also serves as the training-only
+    augmentation of image batches (``data.augment``): outside a model it moves itself to the device of
+    the first batch it sees (its parameters are then drawn by that device's generator).
     """
 
     def __init__(self, preset: Preset, shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
@@ -68,6 +70,8 @@ class Views(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean.device != x.device:
+            self.to(x.device)  # once: the mean/std buffers and Kornia's samplers follow the batches
         memory_format = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         with torch.autocast(x.device.type, enabled=False):  # augment in float32 even under bf16 autocast
             pixels = (x.float() * self.std + self.mean).clamp_(0.0, 1.0).contiguous()

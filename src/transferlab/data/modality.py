@@ -2,7 +2,8 @@
 batch on the device (``transform``), and what one sample looks like to the model (``input_spec``).
 
 * :class:`Image`: batches of stored images -> normalised float ``(B, C, size, size)`` on the device
-  (:class:`~transferlab.data.transforms.ImageTransform`).
+  (:class:`~transferlab.data.transforms.ImageTransform`), optionally through a window/level or per-image
+  percentile mapping to [0, 1] first (medical images).
 * :class:`Features`: dense or sparse (CSR) vectors, optionally normalised per domain (``l1`` rows, or ``zscore``
   with each domain's own per-feature statistics); sparse sets become dense one batch at a time.
 * :class:`Text`: any Hugging Face tokenizer (a hub name or a local folder); each dataset is tokenised **once**
@@ -67,10 +68,15 @@ class Image(Modality):
     size: int = 28
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
+    window: tuple[float, float] | None = None
+    """``(level, width)`` window in stored units mapped to [0, 1] before normalisation (``data.intensity.window``)."""
+    percentile: tuple[float, float] | None = None
+    """``(low, high)`` percentiles of each image mapped to [0, 1] before normalisation (``data.intensity``)."""
     kind = "image"
 
     def __post_init__(self) -> None:
-        self.transform = ImageTransform(self.channels, self.size, self.mean, self.std)
+        self.transform = ImageTransform(self.channels, self.size, self.mean, self.std, window=self.window,
+                                        percentile=self.percentile)
 
     def input_spec(self, dataset) -> InputSpec:
         return InputSpec("image", (self.channels, self.size, self.size), self.mean, self.std)

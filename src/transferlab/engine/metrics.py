@@ -35,6 +35,56 @@ def classification_metrics(confusion: torch.Tensor) -> dict[str, float]:
             "macro_f1": 100.0 * (f1[present].mean().item() if present.any() else 0.0)}
 
 
+#: Equal-width confidence bins of the ECE every classification evaluation reports (Guo et al., 2017).
+ECE_BINS = 15
+#: Columns of :func:`prediction_stats`: label, top-class confidence, correct (0/1), NLL, probability of class 1.
+PREDICTION_STATS = ("label", "confidence", "correct", "nll", "p1")
+
+
+def prediction_stats(logits: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """What :func:`calibration_metrics` needs of each sample, as float64 rows ``[label, confidence, correct, nll,
+    p1]`` (:data:`PREDICTION_STATS`) on the logits' device (no host sync): the softmax probability of the
+    ``predicted`` class (the logits' argmax, so ``correct`` agrees with the confusion matrix), whether it is the
+    label, ``−log softmax(logits)[label]`` (natural log) and the probability of class 1 (the positive class of a
+    binary task). Softmax in float64, so bf16/float32 logits lose nothing more. Five numbers per sample rather
+    than the (N, C) probabilities: cheap to keep and to gather across processes."""
+    log_p = torch.log_softmax(logits.detach().double(), dim=1)
+    y = labels.long()
+    nll = -log_p.gather(1, y[:, None])[:, 0]
+    confidence = log_p.gather(1, predicted.long()[:, None])[:, 0].exp().clamp(0.0, 1.0)
+    p1 = log_p[:, 1].exp() if log_p.shape[1] > 1 else torch.zeros_like(nll)
+    return torch.stack([y.double(), confidence, (predicted == y).double(), nll, p1], dim=1)
+
+
+def calibration_metrics(stats: torch.Tensor, num_classes: int, n_bins: int = ECE_BINS) -> dict[str, float]:
+    """``nll``, ``ece`` and, for two classes, ``auc`` of a whole evaluation set from its :func:`prediction_stats`
+    rows (every process's, gathered before this is called):
+
+    * ``nll``: mean negative log-likelihood of the labels (natural log, nats per sample);
+    * ``ece``: expected calibration error of the top-class confidence over ``n_bins`` equal-width bins, a
+      fraction in [0, 1] (:func:`transferlab.analysis.calibration.confidence_ece`, the units of that module);
+    * ``auc``: ROC AUC in [0, 1] of the class-1 probability (:func:`transferlab.analysis.calibration.auc`), only
+      for ``num_classes == 2``; left out when the set's labels hold one class (undefined). Not reported for more
+      classes (a one-vs-rest average would need the whole probability matrix).
+
+    An empty set, or non-finite logits (a diverged model), gives NaN for each of them instead of an error."""
+    from ..analysis.calibration import auc, confidence_ece
+    from ..errors import DataError
+
+    stats = stats.detach().double().cpu()
+    if len(stats) == 0 or not bool(torch.isfinite(stats).all()):
+        nan = float("nan")
+        return {"nll": nan, "ece": nan, **({"auc": nan} if num_classes == 2 else {})}
+    label, confidence, correct, nll, p1 = stats.unbind(1)
+    metrics = {"nll": float(nll.mean()), "ece": confidence_ece(confidence.numpy(), correct.numpy(), n_bins)}
+    if num_classes == 2:
+        try:
+            metrics["auc"] = auc(p1.numpy(), label.long().numpy())
+        except DataError:  # one class in the labels: AUC is undefined, left out
+            pass
+    return metrics
+
+
 def edit_counts(references: list[str], hypotheses: list[str]) -> torch.Tensor:
     """Word and character edit counts of hypotheses against references (both already normalised), as a float64
     tensor ``[word_errors, words, char_errors, chars, utterances]``: sums, so they add up across batches and

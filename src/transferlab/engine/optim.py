@@ -66,7 +66,7 @@ def _build_optimizer(request: OptimizerRequest, base: OptimConfig, lr_scale_for:
     for params, scale in request.groups:
         by_scale: dict[float, list[nn.Parameter]] = {}
         for p in params:
-            if p.requires_grad:
+            if p.requires_grad or hasattr(p, "unfreezes_at"):  # gradual unfreezing: trains later
                 by_scale.setdefault(scale * lr_scale_for(p), []).append(p)
         groups += [{"params": ps, "lr": cfg.lr * s, "initial_lr": cfg.lr * s} for s, ps in by_scale.items()]
     if cfg.name == "sgd":

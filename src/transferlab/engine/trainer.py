@@ -123,6 +123,23 @@ def _then(first: Callable | None, second: Callable) -> Callable:
     return lambda x: second(first(x))
 
 
+def _gather_rows(rows: torch.Tensor, world: int) -> torch.Tensor:
+    """Every process's ``rows`` (R_i, C) concatenated in rank order, on every process. The processes' evaluation
+    shards differ in length by up to one sample, so the rows are padded to the longest before the all-gather
+    (which needs one shape) and cut back after it. Evaluation only: no gradients."""
+    import torch.distributed as dist
+
+    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=rows.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    counts = [int(size) for size in sizes]
+    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:count] for part, count in zip(parts, counts)])
+
+
 class Trainer:
     """Train a :class:`Method` on the sets its ``inputs`` name: a labelled source and an unlabelled target
     for domain adaptation, one labelled set for supervised training, one unlabelled set for pretraining.
@@ -354,15 +371,26 @@ class Trainer:
         return results
 
     def _evaluate_classes(self, batches) -> dict[str, float]:
+        """Accuracy and macro-F1 (%) from the confusion matrix summed over processes; ``nll``, ``ece`` (15 equal-width
+        bins, a fraction) and, for two classes, ``auc`` from five numbers per sample gathered from every process
+        (:func:`~transferlab.engine.metrics.calibration_metrics`)."""
+        from .metrics import PREDICTION_STATS, calibration_metrics, prediction_stats
+
         k = self.method.num_classes
         confusion = torch.zeros(k, k, dtype=torch.long, device=self.device)
+        stats = []
         for batch in batches:
             with self._autocast():
                 logits = self.method.predict(batch.x)
-            confusion += confusion_matrix(batch.y, logits.argmax(dim=1), k)
+            predicted = logits.argmax(dim=1)
+            confusion += confusion_matrix(batch.y, predicted, k)
+            stats.append(prediction_stats(logits, batch.y, predicted))
+        rows = torch.cat(stats) if stats else torch.zeros(0, len(PREDICTION_STATS), dtype=torch.float64,
+                                                          device=self.device)
         if self.world > 1:
             distributed.sum_over_ranks(confusion)
-        return classification_metrics(confusion.cpu())
+            rows = _gather_rows(rows, self.world)
+        return {**classification_metrics(confusion.cpu()), **calibration_metrics(rows, k)}
 
     def _evaluate_ctc(self, batches) -> dict[str, float]:
         groups = list(getattr(self.method, "groups", []))
@@ -556,6 +584,7 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         while self.step < min(total, stop_at or total):
             progress = self.step / total
+            self.method.at_step(self.step)  # gradual unfreezing (a no-op for most runs)
             lrs = {}
             for name, optimizer in self.optimizers.items():
                 factor = self.lr_schedules[name](progress)

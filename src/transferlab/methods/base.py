@@ -103,6 +103,27 @@ class Method(nn.Module):
         held.append((module, except_))
         self.train(self.training)
 
+    def unfreeze_at(self, module: nn.Module, step: int) -> None:
+        """Gradual unfreezing: ``module`` (frozen, held in eval mode) starts training at iteration ``step``. Its
+        parameters join the optimizer from the start (they get no gradient, so no update, until then)."""
+        for p in module.parameters():
+            p.unfreezes_at = step  # read by the optimizer builder: include although requires_grad is False now
+        self.__dict__.setdefault("_unfreeze", []).append((module, step))
+
+    def at_step(self, step: int) -> None:
+        """Called by the engine before each iteration ``step`` (0-based), also right after a resume: release the
+        modules whose unfreezing step has come (so a resumed run is in the state an uninterrupted one would be)."""
+        pending = self.__dict__.get("_unfreeze", [])
+        due = [(m, s) for m, s in pending if s <= step]
+        if not due:
+            return
+        for module, _ in due:
+            module.requires_grad_(True)
+            held = self.__dict__.get("_held_eval", [])
+            held[:] = [(m, e) for m, e in held if m is not module]
+            module.train(self.training)
+        pending[:] = [(m, s) for m, s in pending if s > step]
+
     def train(self, mode: bool = True):
         super().train(mode)
         for module, exception in self.__dict__.get("_held_eval", []):

@@ -297,8 +297,10 @@ def create_backbone(name: str, *, in_channels: int = 3, image_size: int = 224, i
         return create_hf_encoder(name.split(":", 1)[1], **(hf or {}))
     if name.startswith("torchvision:"):
         model = _torchvision(name.split(":", 1)[1], pretrained)
-        if in_channels != 3:
-            raise TransferlabError(f"torchvision backbones take RGB input; set data.channels: 3 (got {in_channels})")
+        if in_channels != 3:  # grey input: the first convolution's filters summed over RGB (timm's rule)
+            from .surgery import set_input_channels
+
+            set_input_channels(model, in_channels)
         return model
     if name.startswith("timm:"):
         return _timm(name.split(":", 1)[1], pretrained, in_channels)

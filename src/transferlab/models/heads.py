@@ -29,6 +29,8 @@ class Encoder(nn.Module):
         else:
             self.bottleneck = nn.Identity()
             self.out_features = in_features
+        self.stage_scales: dict[int, float] = {}
+        """Learning-rate multipliers by ``id(parameter)`` that override :meth:`lr_scales`' (``model.stage_lr``)."""
 
     def forward(self, x) -> torch.Tensor:
         return self.bottleneck(self.backbone(x))
@@ -51,6 +53,7 @@ class Encoder(nn.Module):
                   for i, stage in enumerate(stages) for p in stage}
         for p in self.backbone.parameters():
             scales.setdefault(id(p), backbone_scale)
+        scales.update(self.stage_scales)
         return scales
 
 

@@ -17,16 +17,21 @@ module is one ``analyze`` sub-command, with its report functions, its plots and 
   kernel movement during fine-tuning).
 * :mod:`.information`: I(Z; Y_target) and I(Z; D) per layer, by a held-out probe bound and a kNN estimate.
 * :mod:`.run_report`: one HTML/Markdown page per run or comparison (curves, schedules, accuracy, A-distance, t-SNE).
+* :mod:`.calibration`: ECE, NLL, AUC and the reliability diagram of a run's test predictions, before and after
+  temperature scaling fitted on a validation set.
+* :mod:`.gradcam`: Grad-CAM maps of a convolutional run's predictions on test images, as a PNG sheet.
 
 The diagnostics themselves (and scikit-learn, SciPy, matplotlib) are imported when a report runs, so the
 command line's parser is built without them.
 """
 
-from . import cka, divergence, features, information, landscape, layers, ntk, run_report, scores, task2vec, transfer
+from . import (calibration, cka, divergence, features, gradcam, information, landscape, layers, ntk, run_report, scores,
+               task2vec, transfer)
 from .common import Command
 
 ANALYZE: tuple[Command, ...] = tuple(module.COMMAND for module in (
-    divergence, features, scores, landscape, cka, transfer, task2vec, layers, ntk, information, run_report))
+    divergence, features, scores, landscape, cka, transfer, task2vec, layers, ntk, information, calibration, gradcam,
+    run_report))
 """The ``transferlab analyze`` sub-commands, in the order the CLI lists them."""
 
 __all__ = ["ANALYZE", "Command"]
