@@ -84,13 +84,13 @@ def test_transferlab_eval_reports_the_same_calibration_metrics_as_training(binar
 def _gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from transferlab.engine.trainer import _gather_rows
+    from transferlab.engine.distributed import gather_rows
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         rows = torch.arange(5.0 * (2 + 2 * rank), dtype=torch.float64).view(-1, 5) + 1000 * rank  # 2 rows, 4 rows
-        torch.save(_gather_rows(rows, world), f"{out_dir}/rank{rank}.pt")
+        torch.save(gather_rows(rows, world), f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

@@ -197,3 +197,23 @@ def test_model_stages_cli_lists_stages_and_what_is_frozen(tmp_path, capsys):
     layer1 = next(line for line in lines if line.startswith("layer1 "))
     assert "yes" in conv1 and "3,264" in conv1 and "yes" not in layer1  # grey conv1 (64x1x7x7) + bn1 (128)
     assert main(["model", "stages", str(tmp_path / "c.yaml"), "--set", "model.freeze=[nope]"]) == 2
+
+
+def test_a_finished_stage_with_train_statistics_is_recognised_by_a_new_process(tmp_path):
+    """``data.mean: train`` is saved as numbers; a later process (no statistics computed yet) must still see the
+    finished stage as this chain's, not as a changed config."""
+    from transferlab import experiment
+    from transferlab.chain import run_chain
+
+    path = _chain(tmp_path)
+    for name in ("a.yaml", "b.yaml"):
+        raw = json.loads((tmp_path / name).read_text())
+        raw["data"].update(mean="train", std="train")
+        (tmp_path / name).write_text(json.dumps(raw))
+    run_chain(path, tmp_path / "out", progress=False)
+    saved = json.loads((tmp_path / "out" / "one" / "config.json").read_text())
+    assert isinstance(saved["data"]["mean"], list)  # numbers, not "train"
+    experiment._TRAIN_STATISTICS.clear()  # what a new process starts with
+    lines: list[str] = []
+    run_chain(path, tmp_path / "out", progress=False, report=lines.append)
+    assert all("finished earlier" in line for line in lines)

@@ -106,13 +106,13 @@ def stage_configs(path: str | Path, out_dir: str | Path, overrides: list[str] | 
 
 def _state(run: Path, config) -> str:
     """``done`` (finished with this config), ``partial`` (started: resume it) or ``new``."""
-    from .experiment import _resolved, resolved_config
+    from .experiment import same_config
 
     saved = run / "config.json"
     if not saved.is_file():
         return "new"
     if (run / "result.json").is_file():
-        if _resolved(json.loads(saved.read_text())) != resolved_config(config):
+        if not same_config(json.loads(saved.read_text()), config):
             raise CheckpointError(f"{run} holds a finished stage trained with a different config; the chain file or "
                                   f"its configs changed since. Use --overwrite to retrain the chain, or another --out")
         return "done"

@@ -38,7 +38,7 @@ from .engine.checkpoint import atomic_write_json, atomic_write_text
 from .engine.pool import run_in_pool, worker_threads
 from .errors import CheckpointError, ConfigError, DataError, TransferlabError
 from .experiment import (load_config, load_domain, load_for_eval, method_config, predict_logits,
-                         resolved_config, train)
+                         resolved_config, same_config, train)
 
 METRICS = ("acc", "auc", "nll", "ece")
 HIGHER_IS_BETTER = {"acc": True, "auc": True, "nll": False, "ece": False}
@@ -146,8 +146,8 @@ def evaluate_cell(run_dir: str | Path, data_root: str | Path | None = None, n_bi
 
 def _same_config(saved: Path, config: Config) -> bool:
     try:
-        return resolved_config(load_config(raw=json.loads(saved.read_text()))) == resolved_config(config)
-    except (TransferlabError, ValueError):  # unreadable, or a config this version no longer takes
+        return same_config(json.loads(saved.read_text()), config)
+    except ValueError:  # unreadable
         return False
 
 

@@ -349,6 +349,21 @@ def make_modality(config: Config, kind: str, sets: list, train_set=None) -> tl_d
     return tl_data.Image(channels, size, expand(mean), expand(std), window, percentile)
 
 
+
+def same_config(saved: dict[str, Any], config: Config) -> bool:
+    """Whether a run folder's saved ``config.json`` (``saved``) is ``config``'s run: equal once resolved, where numbers
+    saved for ``data.mean``/``data.std`` match ``train`` (they are what ``train`` computed from the same data; a
+    process that has not built the config yet cannot know them without loading the training set)."""
+    try:
+        previous = _resolved(saved)
+    except (TransferlabError, ValueError):  # unreadable, or a config this version no longer takes
+        return False
+    current = resolved_config(config)
+    for key in ("mean", "std"):
+        if current["data"].get(key) == "train" and isinstance(previous.get("data", {}).get(key), list):
+            previous["data"][key] = "train"
+    return previous == current
+
 _TRAIN_STATISTICS: dict[str, tuple[list[float], list[float]]] = {}
 """``data.mean``/``data.std: train`` as last computed by :func:`make_modality`, by :func:`_statistics_key`; what
 :func:`resolved_config` writes into a run's saved config."""

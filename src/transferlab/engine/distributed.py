@@ -71,3 +71,18 @@ class _GatherWithGrad(torch.autograd.Function):
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Every process's ``tensor`` concatenated along dim 0 in rank order, with gradients (:class:`_GatherWithGrad`)."""
     return _GatherWithGrad.apply(tensor)
+
+
+def gather_rows(rows: torch.Tensor, world: int) -> torch.Tensor:
+    """Every process's ``rows`` (R_i, C) concatenated in rank order, on every process. The processes' evaluation
+    shards differ in length by up to one sample, so the rows are padded to the longest before the all-gather
+    (which needs one shape) and cut back after it. Evaluation only: no gradients."""
+    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=rows.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    counts = [int(size) for size in sizes]
+    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:count] for part, count in zip(parts, counts)])

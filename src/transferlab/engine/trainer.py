@@ -123,23 +123,6 @@ def _then(first: Callable | None, second: Callable) -> Callable:
     return lambda x: second(first(x))
 
 
-def _gather_rows(rows: torch.Tensor, world: int) -> torch.Tensor:
-    """Every process's ``rows`` (R_i, C) concatenated in rank order, on every process. The processes' evaluation
-    shards differ in length by up to one sample, so the rows are padded to the longest before the all-gather
-    (which needs one shape) and cut back after it. Evaluation only: no gradients."""
-    import torch.distributed as dist
-
-    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=rows.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    counts = [int(size) for size in sizes]
-    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
-    padded[: rows.shape[0]] = rows
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([part[:count] for part, count in zip(parts, counts)])
-
-
 class Trainer:
     """Train a :class:`Method` on the sets its ``inputs`` name: a labelled source and an unlabelled target
     for domain adaptation, one labelled set for supervised training, one unlabelled set for pretraining.
@@ -356,7 +339,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """The task's metrics on each evaluation set, from sums reduced over processes; never used to pick a model.
-        Classification: accuracy and macro-F1 (%) of ``method.predict`` from a confusion matrix. CTC: WER and CER (%)
+        Classification: accuracy and macro-F1 (%) of ``method.predict`` from a confusion matrix, NLL, ECE and (two
+        classes) AUC from per-sample statistics. CTC: WER and CER (%)
         of ``method.transcribe`` from edit counts, also per speaker group, and the group classifier's accuracy."""
         self._broadcast()
         was_training = self.method.training
@@ -389,7 +373,7 @@ class Trainer:
                                                           device=self.device)
         if self.world > 1:
             distributed.sum_over_ranks(confusion)
-            rows = _gather_rows(rows, self.world)
+            rows = distributed.gather_rows(rows, self.world)
         return {**classification_metrics(confusion.cpu()), **calibration_metrics(rows, k)}
 
     def _evaluate_ctc(self, batches) -> dict[str, float]:
