@@ -217,6 +217,16 @@ def test_augmentation_is_per_sample_and_drawn_from_the_seed():
     assert not torch.equal(first[0], first[1])  # each sample gets its own crop
     names = [type(step).__name__ for step in view_pipeline("medical", 1, 64)]
     assert not any("Flip" in name for name in names)  # laterality matters
+    flips = [type(step).__name__ for step in view_pipeline("medical_flip", 1, 64)]
+    assert flips == ["RandomResizedCrop", "RandomHorizontalFlip", *names[1:]]  # medical, plus a flip
+
+
+def test_medical_flip_mirrors_about_half_of_the_samples():
+    torch.manual_seed(0)
+    flip = view_pipeline("medical_flip", 1, 16)[1]
+    x = torch.arange(16.0).view(1, 1, 1, 16).expand(400, 1, 16, 16)
+    mirrored = (flip(x)[:, 0, 0, 0] == 15).float().mean()
+    assert 0.4 < mirrored < 0.6
 
 
 def test_a_resumed_augmented_run_matches_an_uninterrupted_one(tmp_path):

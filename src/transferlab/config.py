@@ -193,10 +193,11 @@ class DataConfig(_Strict):
     std: list[PositiveFloat] | Literal["train"] = Field(default_factory=lambda: [0.5])
     """Per-channel (or one) normalisation standard deviation; ``train``: the source training set's (population)
     standard deviation, as for ``mean``."""
-    augment: Literal["natural", "digits", "medical"] | None = None
+    augment: Literal["natural", "digits", "medical", "medical_flip"] | None = None
     """Images: random augmentation of training batches (never of evaluation sets), on the device, per sample, drawn
     from the run's seed (``transferlab.data.augment`` presets; ``medical``: crops, small rotations, intensity
-    jitter, no flips)."""
+    jitter, no flips (chest X-rays: laterality matters); ``medical_flip``: the same plus horizontal flips (axial brain
+    MRI, where left and right are interchangeable for the label))."""
     text: TextConfig = Field(default_factory=TextConfig)
     """Tokenisation (text datasets only)."""
     audio: AudioConfig = Field(default_factory=AudioConfig)

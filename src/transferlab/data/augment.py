@@ -9,6 +9,8 @@ in [0, 1] pixel space, clamps and normalises again. Presets (the SimCLR pipeline
 ``digits``: crops keep most of the digit (scale 0.4–1), a small rotation/translation (±15°, 10%), no
     flip (a mirrored digit is another glyph or none); brightness/contrast jitter, plus saturation/hue
     jitter and greyscale only for RGB digits (MNIST-M); light blur.
+``medical_flip``: ``medical`` plus a horizontal flip, for images whose left and right are interchangeable for the
+    label (axial brain MRI: a tumour on either side is a tumour), unlike chest X-rays.
 ``medical`` (X-ray, MRI): crops of scale 0.5–1, ±10° rotation, brightness/contrast jitter (0.3), light
     blur; no flip (laterality matters: the heart is on the left) and no hue/saturation (grey modalities).
 """
@@ -20,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-Preset = Literal["natural", "digits", "medical"]
+Preset = Literal["natural", "digits", "medical", "medical_flip"]
 
 
 def view_pipeline(preset: Preset, channels: int, size: int, crop_scale: tuple[float, float] | None = None) -> nn.Module:
@@ -40,12 +42,13 @@ def view_pipeline(preset: Preset, channels: int, size: int, crop_scale: tuple[fl
                  K.ColorJitter(0.4, 0.4, 0.4 if rgb else 0.0, 0.1 if rgb else 0.0, p=0.8)]
         steps += [K.RandomGrayscale(p=0.2)] if rgb else []
         steps.append(K.RandomGaussianBlur((3, 3), (0.1, 1.0), p=0.5))
-    elif preset == "medical":
+    elif preset in ("medical", "medical_flip"):
         steps = [K.RandomResizedCrop((size, size), scale=crop_scale or (0.5, 1.0)),
+                 *([K.RandomHorizontalFlip()] if preset == "medical_flip" else []),
                  K.RandomAffine(degrees=10.0, p=0.5), K.ColorJitter(0.3, 0.3, p=0.8),
                  K.RandomGaussianBlur((blur_kernel, blur_kernel), (0.1, 1.0), p=0.5)]
     else:
-        raise ValueError(f"unknown augmentation preset {preset!r}; use natural, digits or medical")
+        raise ValueError(f"unknown augmentation preset {preset!r}; use natural, digits, medical or medical_flip")
     return nn.Sequential(*steps)
 
 
