@@ -34,7 +34,7 @@ import torch
 
 from .analysis.calibration import T_BOUNDS, apply_temperature, auc, ece, fit_temperature, nll
 from .config import Config, DomainConfig, FoldConfig
-from .engine.checkpoint import atomic_write_json, atomic_write_text
+from .engine.checkpoint import atomic_write_json, atomic_write_text, read_json
 from .engine.pool import run_in_pool, worker_threads
 from .errors import CheckpointError, ConfigError, DataError, TransferlabError
 from .experiment import (load_config, load_domain, load_for_eval, method_config, predict_logits,
@@ -380,10 +380,7 @@ def read_cv(path: str | Path) -> dict[str, Any]:
     path = path / "cv.json" if path.is_dir() else path
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: not a finished cross-validation (run `transferlab cv` first)")
-    try:
-        cv = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+    cv = read_json(path)
     if not isinstance(cv, dict) or not isinstance(cv.get("rows"), list):
         raise CheckpointError(f"{path} is not a cross-validation result (no rows)")
     return cv

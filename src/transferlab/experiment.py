@@ -27,7 +27,7 @@ from .data import ArrayDataset
 from .data.modality import feature_dim
 from .data.datasets import labels_per_class, select_classes, select_rows
 from .engine import Trainer
-from .engine.checkpoint import atomic_write_json, load_tensors
+from .engine.checkpoint import atomic_write_json, load_tensors, read_json
 from .errors import CheckpointError, ConfigError, DataError, TransferlabError, state_dict_mismatch
 from .methods import METHODS, Method, MethodConfig
 from .methods.base import make_config
@@ -701,19 +701,20 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
     return {**extra, **result}
 
 
-def _read_run(run_dir: str | Path) -> tuple[Config, Path]:
-    """A finished run's config (validated) and final weights file."""
+def read_run_config(run_dir: str | Path, *, finished: bool = True) -> Config:
+    """A run folder's config (validated); ``finished``: the run must also hold its final ``model.safetensors``."""
     run_dir = Path(run_dir)
-    config_path, weights = run_dir / "config.json", run_dir / "model.safetensors"
+    config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir} is not a transferlab run (no config.json)")
-    if not weights.is_file():
+    if finished and not (run_dir / "model.safetensors").is_file():
         raise CheckpointError(f"{run_dir} has no final model.safetensors: the run did not finish (resume it)")
-    try:
-        raw = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON ({exc}); it is not a usable run folder") from None
-    return load_config(raw=raw), weights
+    return load_config(raw=read_json(config_path, "; it is not a usable run folder"))
+
+
+def _read_run(run_dir: str | Path) -> tuple[Config, Path]:
+    """A finished run's config (validated) and final weights file."""
+    return read_run_config(run_dir), Path(run_dir) / "model.safetensors"
 
 
 def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Experiment:

@@ -26,7 +26,7 @@ from typing import Any
 from .config import Config, DomainConfig, TransferConfig
 from .engine.checkpoint import atomic_write_json, atomic_write_text
 from .engine.pool import run_in_pool, worker_threads
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .experiment import load_config, method_config, train
 from .methods import METHODS
 
@@ -35,13 +35,10 @@ Labels = int | str  # a number of labels per class, or "all"
 
 
 def read_run_config(run_dir: str | Path) -> Config:
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a transferlab run (no config.json)")
-    if not (run_dir / "model.safetensors").is_file():
-        raise CheckpointError(f"{run_dir} has no final model.safetensors: the pretraining did not finish (resume it)")
-    return load_config(raw=json.loads(path.read_text()))
+    """A finished (pretraining) run's config: :func:`transferlab.experiment.read_run_config`."""
+    from .experiment import read_run_config as read
+
+    return read(run_dir)
 
 
 def _input_size(config: Config, data_root: str | Path | None) -> int | None:

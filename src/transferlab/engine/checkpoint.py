@@ -62,6 +62,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def read_json(path: Path, what: str = "") -> Any:
+    """A JSON file's content; a file that is not valid JSON is a :class:`CheckpointError` (``what``: a clause appended
+    to its message, e.g. "; it is not a usable run folder")."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}){what}") from None
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

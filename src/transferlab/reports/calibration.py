@@ -12,7 +12,6 @@ run's predictions (:mod:`.gradcam` uses them): ``DATASET[:PART]`` arguments, the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ import numpy as np
 import torch
 
 from .. import data as tl_data
-from ..config import Config, DomainConfig, load_config
-from ..errors import CheckpointError, ConfigError, DataError
-from ..experiment import Experiment, load_domain, load_for_eval, predict_logits
+from ..config import Config, DomainConfig
+from ..errors import ConfigError, DataError
+from ..experiment import Experiment, load_domain, load_for_eval, predict_logits, read_run_config
 from ..validation import closest
 from .common import Command, run_name, table, write_json
 
@@ -33,14 +32,7 @@ from .common import Command, run_name, table, write_json
 
 def run_config(run_dir: str | Path) -> Config:
     """A run folder's config (validated); the data root and class views of the sets come from it."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a transferlab run (no config.json)")
-    try:
-        raw = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); it is not a usable run folder") from None
-    return load_config(raw=raw)
+    return read_run_config(run_dir, finished=False)
 
 
 def dataset_spec(text: str, root: str | Path | None, option: str, default_parts: tuple[str, ...] = ("test",)
