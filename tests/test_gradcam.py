@@ -263,3 +263,15 @@ def test_pick_and_choose_images():
         choose_images(10, indices=[3, 10])
     with pytest.raises(DataError, match="more than once"):
         choose_images(10, indices=[3, 3])
+
+
+def test_the_default_layer_skips_convolutions_whose_maps_are_one_cell():
+    """ResNet-18 on 28 px images: layer4's maps are 1x1 (a Grad-CAM map upsampled from one cell is constant), so the
+    default is the last convolution of layer3 (2x2); without an example input, registration order decides."""
+    from transferlab.models import create_backbone
+
+    net = create_backbone("torchvision:resnet18", in_channels=1)
+    assert last_conv_layer(net) == "model.layer4.1.conv2"
+    assert last_conv_layer(net, torch.rand(2, 1, 28, 28)) == "model.layer3.1.conv2"
+    assert last_conv_layer(net, torch.rand(2, 1, 28, 28), min_side=4) == "model.layer2.1.conv2"
+    assert last_conv_layer(net, torch.rand(2, 1, 64, 64)) == "model.layer4.1.conv2"

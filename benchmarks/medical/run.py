@@ -52,6 +52,7 @@ STRATEGIES = {
                                         "data.target={name: pneumoniamnist, part: train}"],
 }
 METRICS = ("auc", "acc", "ece", "nll")
+LAYER = "encoder.backbone.model.layer2.1.conv2"  # 4x4 maps at 28-32 px (the default, layer3, gives 2x2)
 
 
 def _with_root(cmd: list[str], data_root: str | None) -> list[str]:
@@ -165,7 +166,7 @@ def hop_distances(runs: Path, data_root: str | None, seeds: list[int]) -> list[d
 
 def figures(runs: Path, data_root: str | None) -> None:
     """A reliability diagram (PneumoniaMNIST test, seed 0, before/after a temperature fitted on val) and Grad-CAM
-    sheets (X-ray seed 0; MRI hop_all seed 0 fold 0), copied next to results.md."""
+    sheets at layer2 (X-ray seed 0; MRI hop_all seed 0 fold 0), copied next to results.md."""
     import shutil
 
     jobs = []
@@ -174,10 +175,10 @@ def figures(runs: Path, data_root: str | None) -> None:
     if (scratch / "result.json").is_file():
         jobs.append((["transferlab", "analyze", "calibration", str(scratch), "--val", "pneumoniamnist:val"],
                      "calibration_xray", "reliability.png", "reliability_pneumonia.png"))
-        jobs.append((["transferlab", "analyze", "gradcam", str(scratch), "--n", "16"], "gradcam_xray", "gradcam.png",
+        jobs.append((["transferlab", "analyze", "gradcam", str(scratch), "--n", "16", "--layer", LAYER], "gradcam_xray", "gradcam.png",
                      "gradcam_pneumonia.png"))
     if (cell / "result.json").is_file():
-        jobs.append((["transferlab", "analyze", "gradcam", str(cell), "--n", "16"], "gradcam_mri", "gradcam.png",
+        jobs.append((["transferlab", "analyze", "gradcam", str(cell), "--n", "16", "--layer", LAYER], "gradcam_mri", "gradcam.png",
                      "gradcam_mri.png"))
     for cmd, folder, made, name in jobs:
         if (HERE / name).is_file():
@@ -236,7 +237,58 @@ def aggregate(runs: Path, data_root: str | None, seeds: list[int]) -> None:
                   lambda r: [r["task"], r["method"], r["metric"], r["calibration"], f"{r['mean']:.3f}",
                              f"{r['std']:.3f}", r.get("n_cells", r["n_seeds"]), f"{r['trainable_params']:,}"
                              if r.get("trainable_params") else "?"])
+    (HERE / "results.md").write_text(summary_markdown(records, comparisons, json.loads(hops_file.read_text()), command)
+                                     + "\n## Every record\n\n" + (HERE / "results.md").read_text())
     figures(runs, data_root)
+
+
+def summary_markdown(records: list[dict], comparisons: list[dict], hops: list[dict], command: str) -> str:
+    """The tables people read: one row per method and task, mean ± std, before | after temperature scaling."""
+    def cell(task, method, metric, calibrated):
+        for r in records:
+            if (r["task"], r["method"], r["metric"]) == (task, method, metric) and \
+                    (r["calibration"] != "none") == calibrated:
+                return f"{r['mean']:.3f} ± {r['std']:.3f}"
+        return ""
+
+    device = records[0]["device"] if records else "?"
+    lines = ["# Medical imaging benchmark (issue #16)", "",
+             f"Made by `{command}` (see `benchmarks/medical/run.py` for the protocol); {device}, CPU only.", ""]
+    for task in dict.fromkeys(r["task"] for r in records):
+        methods = list(dict.fromkeys(r["method"] for r in records if r["task"] == task))
+        n = next(r.get("n_cells", r["n_seeds"]) for r in records if r["task"] == task)
+        params = {r["method"]: r.get("trainable_params") for r in records if r["task"] == task}
+        lines += [f"## {task}", "", f"mean ± std over {n} {'cells (5 folds x 3 seeds)' if 'CV' in task else 'seeds'}; "
+                  "AUC, acc and ECE are fractions, NLL in nats; 'T' = after temperature scaling (fitted on validation "
+                  "data only; it never changes acc or AUC)", "",
+                  "| method | trainable params | AUC | acc | ECE | NLL | ECE (T) | NLL (T) |", "|---|---|---|---|---|---|---|---|"]
+        for m in methods:
+            lines.append(f"| {m} | {params[m]:,} | " + " | ".join(
+                [cell(task, m, k, False) for k in ("auc", "acc", "ece", "nll")] +
+                [cell(task, m, k, True) for k in ("ece", "nll")]) + " |")
+        lines.append("")
+    if comparisons:
+        lines += ["## Paired against `scratch` (brain MRI, per cell: same seed, same fold)", "",
+                  "A − scratch, mean ± std over the 15 cells; wins/losses count cells where A is better/worse; p: paired "
+                  "t-test, p corr.: corrected resampled t-test (Nadeau & Bengio 2003), which allows for the training rows "
+                  "cells share.", "", "| strategy | metric | A − scratch | wins/losses/ties | p | p corr. |",
+                  "|---|---|---|---|---|---|"]
+        fmt = lambda v: "" if v is None else f"{v:.3g}"  # noqa: E731
+        for c in comparisons:
+            if "error" in c:
+                lines.append(f"| {c['strategy']} | {c['metric']} | {c['error']} | | | |")
+                continue
+            lines.append(f"| {c['strategy']} | {c['metric']} | {c['mean_diff']:+.3f} ± {c['std_diff']:.3f} | "
+                         f"{c['wins']}/{c['losses']}/{c['ties']} | {fmt(c['p_value'])} | {fmt(c['p_value_corrected'])} |")
+        lines.append("")
+    if hops:
+        lines += ["## Proxy A-distance between modalities at each hop", "",
+                  "Features of one encoder (its test-time preprocessing) on 600 images of each modality; a linear "
+                  "domain classifier; 2 = perfectly separable.", "", "| hop | encoder | A-distance | seeds |", "|---|---|---|---|"]
+        lines += [f"| {h['hop']} | {h['encoder']} | {h['a_distance_mean']:.3f} ± {h['a_distance_std']:.3f} | {h['n_seeds']} |"
+                  for h in hops]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -45,20 +45,36 @@ PAD = 4
 TITLE_HEIGHT = 14
 
 
-def last_conv_layer(model: nn.Module) -> str:
+def last_conv_layer(model: nn.Module, example: torch.Tensor | None = None, min_side: int = 2) -> str:
     """The qualified name (as in ``model.named_modules()``) of the last ``nn.Conv2d`` in registration order,
     e.g. ``"layer4.1.conv2"`` for a torchvision ResNet-18 and ``"conv.3"`` for :class:`~transferlab.models.
     backbones.LeNet`. Registration order is the forward order for the usual ``Sequential``-style backbones;
-    pass ``target_layer`` to :func:`grad_cam` where it is not."""
-    name = None
-    for qualified, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            name = qualified
-    if name is None:
+    pass ``target_layer`` to :func:`grad_cam` where it is not.
+
+    With an ``example`` input, the last convolution whose output is at least ``min_side`` x ``min_side`` (else the
+    one with the largest output): on small images a deep network's last maps are 1x1 (ResNet-18 at 28 px), and a
+    Grad-CAM map upsampled from one cell is a constant that shows nothing."""
+    convs = [(qualified, module) for qualified, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    if not convs:
         raise ConfigError(f"{type(model).__name__} has no nn.Conv2d layer, so Grad-CAM has no feature maps to use; "
                           "it needs a convolutional backbone (or pass target_layer naming a layer with (B, C, H, W) "
                           "outputs)")
-    return name
+    if example is None:
+        return convs[-1][0]
+    sides: dict[str, int] = {}
+    hooks = [module.register_forward_hook(lambda m, i, o, q=qualified: sides.__setitem__(q, min(o.shape[-2:])))
+             for qualified, module in convs]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    large = [q for q, _ in convs if sides.get(q, 0) >= min_side]
+    return large[-1] if large else max(sides, key=lambda q: sides[q])
 
 
 def _layer(model: nn.Module, name: str) -> nn.Module:

@@ -41,9 +41,9 @@ class _Classifier(nn.Module):
         return self.method.predict_on(x, "target")
 
 
-def target_layer(method: nn.Module, layer: str | None, run_dir: str | Path) -> str:
+def target_layer(method: nn.Module, layer: str | None, run_dir: str | Path, example: torch.Tensor | None = None) -> str:
     """The layer whose maps are weighted, named as in ``method.named_modules()``: ``layer``, checked, or the last
-    convolution of the encoder that sees target data."""
+    convolution of the encoder that sees target data whose maps (for inputs like ``example``) are larger than 1x1."""
     from ..analysis.gradcam import last_conv_layer
 
     convs = [name for name, module in method.named_modules() if isinstance(module, nn.Conv2d)]
@@ -57,7 +57,7 @@ def target_layer(method: nn.Module, layer: str | None, run_dir: str | Path) -> s
         encoder = method.encoder_for("target")
         prefix = next((name for name, module in method.named_modules() if module is encoder), None)
         try:
-            inner = last_conv_layer(encoder)
+            inner = last_conv_layer(encoder, example)
         except ConfigError:  # the convolutions are outside the encoder: take the method's last one
             return convs[-1]
         return f"{prefix}.{inner}" if prefix else inner
@@ -86,12 +86,12 @@ def gradcam_analysis(run_dir: str | Path, out: str | Path, *, on: str | None = N
     if experiment.modality.kind != "image" or not hasattr(transform, "mean"):
         raise ConfigError(f"{run_dir} takes {experiment.modality.kind} input; Grad-CAM explains image classifiers "
                           f"(a run on an image dataset with a convolutional backbone)")
-    name = target_layer(method, layer, run_dir)
     chosen = choose_images(len(test), indices=indices, n=n, seed=seed)
     if not chosen:
         raise ConfigError("no images to draw: pass --n 1 or more, or --indices")
     device = eval_device(config)
     method.to(device)
+    name = target_layer(method, layer, run_dir, transform(test.batch(torch.tensor(chosen[:1])).to(device)).float())
     model = _Classifier(method)
     shown, cams, rows = [], [], []
     for start in range(0, len(chosen), CHUNK):
