@@ -17,7 +17,9 @@
    conv1 + layer1, BatchNorm statistics included); ``hop_all`` / ``hop_freeze`` (from the seed's natural -> X-ray
    chain); ``adapter`` (the X-ray encoder frozen, a zero-initialised residual adapter on its features + a new head);
    ``adapter_dann`` (the same, plus DANN's domain discriminator through the GRL aligning the MRI features with the
-   X-ray training images' features). Paired per-cell differences against ``scratch``.
+   X-ray training images' features); added after that grid, to test whether the pretrained strategies only needed a
+   gentler schedule: ``xray_all_lr0.001`` / ``hop_all_lr0.001`` (a 10x smaller lr) and ``hop_gradual`` (layer3, layer2,
+   layer1 unfrozen at steps 40, 80, 120; conv1 frozen). Paired per-cell differences against ``scratch``.
 3. The proxy A-distance between the modalities' features at each hop (natural vs X-ray in the natural encoder; X-ray
    vs MRI in the X-ray encoders), a reliability diagram and a Grad-CAM sheet.
 
@@ -45,6 +47,15 @@ STRATEGIES = {
     "hop_all": lambda seed, runs: [f"model.encoder_init={runs / 'hop' / f'seed{seed}' / 'xray'}"],
     "hop_freeze": lambda seed, runs: [f"model.encoder_init={runs / 'hop' / f'seed{seed}' / 'xray'}",
                                       "model.freeze=[conv1,layer1]"],
+    # added after the grid above was measured, to test whether the pretrained strategies only lacked a smaller
+    # learning rate or a gentler schedule (reported whatever they give; nothing is picked by the test folds)
+    "xray_all_lr0.001": lambda seed, runs: [f"model.encoder_init={runs / 'xray_scratch' / f'seed{seed}'}",
+                                            "optim.lr=0.001"],
+    "hop_all_lr0.001": lambda seed, runs: [f"model.encoder_init={runs / 'hop' / f'seed{seed}' / 'xray'}",
+                                           "optim.lr=0.001"],
+    "hop_gradual": lambda seed, runs: [f"model.encoder_init={runs / 'hop' / f'seed{seed}' / 'xray'}",
+                                       "model.freeze=[conv1,layer1,layer2,layer3]",
+                                       "model.unfreeze={layer3: 40, layer2: 80, layer1: 120}"],
     "adapter": lambda seed, runs: [f"model.encoder_init={runs / 'xray_scratch' / f'seed{seed}'}",
                                    "model.adapter={bottleneck: 64, train: adapters+heads}"],
     "adapter_dann": lambda seed, runs: [f"model.encoder_init={runs / 'xray_scratch' / f'seed{seed}'}",
