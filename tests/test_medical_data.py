@@ -16,7 +16,7 @@ from conftest import shared_data_root, tiny_config
 from transferlab.data.augment import view_pipeline
 from transferlab.data.transforms import ImageTransform, intensity_percentile
 from transferlab.errors import ConfigError
-from transferlab.experiment import (build, evaluate_on, load_config, load_for_eval, make_modality, resolved_config,
+from transferlab.experiment import (build, evaluate_on, load_config, load_for_eval, make_modality,
                                     train, train_statistics)
 
 SIDE = 16
@@ -167,7 +167,7 @@ def test_mean_train_uses_the_training_set_only_and_is_recorded_in_the_run(tmp_pa
     assert saved["std"] == pytest.approx([train_pixels.std()], rel=1e-5)
     everything = np.concatenate([train_pixels.ravel(), test_pixels.ravel()])
     assert abs(saved["mean"][0] - everything.mean()) > 0.1  # the test set (all >= 0.75) did not leak in
-    assert resolved_config(config)["data"]["mean"] == saved["mean"]
+    assert build(config).config.data.mean == saved["mean"]  # what a rebuild computes again (a resume compares it)
     # The finished run evaluates with the recorded numbers and never needs its training data again.
     (tmp_path / "toymed" / "train.npz").unlink()
     experiment = load_for_eval(tmp_path / "run")
@@ -180,7 +180,7 @@ def test_mean_train_keeps_given_numbers_and_needs_a_training_set(tmp_path):
     config = load_config(raw=toy_config(tmp_path, mean="train", std=[0.25]))
     experiment = build(config)
     assert experiment.transform.std == (0.25,) and experiment.transform.mean != (0.5,)
-    assert resolved_config(config)["data"]["std"] == [0.25]
+    assert experiment.config.data.std == [0.25] and experiment.config.data.mean == list(experiment.transform.mean)
     with pytest.raises(ConfigError, match="training set"):
         make_modality(config, "image", [experiment.test])  # an evaluation set alone is never used for statistics
 
@@ -243,9 +243,7 @@ def test_a_resumed_augmented_run_matches_an_uninterrupted_one(tmp_path):
     train(plain, tmp_path / "plain", progress=False)
     assert train_losses(tmp_path / "again") == train_losses(tmp_path / "whole")
     assert train_losses(tmp_path / "plain") != train_losses(tmp_path / "whole")  # augmentation reached training
-    trainer = build(config).trainer(tmp_path / "cut", progress=False)
-    trainer.prepare_run(resolved_config(config))
-    trainer.fit(stop_at=4)
+    train(config, tmp_path / "cut", progress=False, stop_at=4)
     resumed = train(config, tmp_path / "cut", progress=False, resume=True)
     assert resumed["resumed_from_step"] == 4
     assert train_losses(tmp_path / "cut") == train_losses(tmp_path / "whole")

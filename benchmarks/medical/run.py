@@ -102,32 +102,20 @@ def mri_commands(runs: Path, seeds: list[int], data_root: str | None) -> list[li
 
 
 def xray_rows(runs: Path, data_root: str | None) -> dict[str, list[dict]]:
-    """Per X-ray run: test metrics before/after a temperature fitted on pneumoniamnist/val (cached in calibration.json)."""
-    from transferlab.analysis.calibration import apply_temperature, fit_temperature
-    from transferlab.config import DomainConfig
-    from transferlab.crossval import fold_metrics
-    from transferlab.experiment import predict_logits
-    from transferlab.engine.checkpoint import atomic_write_json
-    from transferlab.experiment import load_domain, load_for_eval
-
+    """Per X-ray run: its test metrics before/after a temperature fitted on pneumoniamnist/val, by
+    ``transferlab analyze calibration`` (kept in ``<run>/calibration``)."""
     rows: dict[str, list[dict]] = {"scratch": [], "natural_hop": []}
     for name, pattern in (("scratch", "xray_scratch/seed*"), ("natural_hop", "hop/seed*/xray")):
         for run in sorted(runs.glob(pattern)):
             if not (run / "result.json").is_file():
                 continue
-            cache = run / "calibration_val.json"
-            if not cache.is_file():
-                experiment = load_for_eval(run, data_root)
-                c = experiment.config
-                val = experiment.modality.prepare(load_domain(DomainConfig(name="pneumoniamnist", part="val"),
-                                                              data_root or c.data.root, c.seed))
-                z_test, z_val = predict_logits(experiment), predict_logits(experiment, val)
-                t = fit_temperature(z_val, val.y)
-                atomic_write_json(cache, {"temperature": t, "before": fold_metrics(z_test, experiment.test.y),
-                                          "after": fold_metrics(apply_temperature(z_test.double(), t), experiment.test.y)})
+            report = run / "calibration" / "calibration.json"
+            if not report.is_file():
+                subprocess.run(_with_root(["transferlab", "analyze", "calibration", str(run), "--val",
+                                           "pneumoniamnist:val", "--out", str(report.parent)], data_root), check=True)
             result = json.loads((run / "result.json").read_text())
-            rows[name].append({**json.loads(cache.read_text()), "device": result["device"], "date": measured(run / "result.json"),
-                               "parameters": result.get("parameters"), "train_seconds": result.get("train_seconds")})
+            rows[name].append({**json.loads(report.read_text()), "device": result["device"],
+                               "date": measured(run / "result.json"), "parameters": result.get("parameters")})
     return rows
 
 
@@ -176,16 +164,16 @@ def hop_distances(runs: Path, data_root: str | None, seeds: list[int]) -> list[d
 
 
 def figures(runs: Path, data_root: str | None) -> None:
-    """A reliability diagram (PneumoniaMNIST test, seed 0, before/after a temperature fitted on val) and Grad-CAM
-    sheets at layer2 (X-ray seed 0; MRI hop_all seed 0 fold 0), copied next to results.md."""
+    """The reliability diagram of :func:`xray_rows` (PneumoniaMNIST test, seed 0, before/after a temperature fitted on
+    val) and Grad-CAM sheets at layer2 (X-ray seed 0; MRI hop_all seed 0 fold 0), copied next to results.md."""
     import shutil
 
     jobs = []
     scratch = runs / "xray_scratch" / "seed0"
     cell = runs / "mri" / "hop_all" / "seed0" / "seed0" / "fold0"
+    if (scratch / "calibration" / "reliability.png").is_file() and not (HERE / "reliability_pneumonia.png").is_file():
+        shutil.copyfile(scratch / "calibration" / "reliability.png", HERE / "reliability_pneumonia.png")  # xray_rows'
     if (scratch / "result.json").is_file():
-        jobs.append((["transferlab", "analyze", "calibration", str(scratch), "--val", "pneumoniamnist:val"],
-                     "calibration_xray", "reliability.png", "reliability_pneumonia.png"))
         jobs.append((["transferlab", "analyze", "gradcam", str(scratch), "--n", "16", "--layer", LAYER], "gradcam_xray", "gradcam.png",
                      "gradcam_pneumonia.png"))
     if (cell / "result.json").is_file():

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .analysis.calibration import T_BOUNDS, apply_temperature, auc, ece, fit_temperature, nll
+from .analysis.calibration import T_BOUNDS, apply_temperature, fit_temperature, logit_metrics
 from .config import Config, DomainConfig, FoldConfig
 from .engine.checkpoint import atomic_write_json, atomic_write_text, read_json
 from .engine.pool import run_in_pool, worker_threads
@@ -99,16 +99,9 @@ def _check_protocol(config: Config, k: int, seeds: Sequence[int], validation: bo
 
 def fold_metrics(logits: torch.Tensor | np.ndarray, labels, n_bins: int = N_BINS) -> dict[str, float | None]:
     """``acc``, ``auc`` (None when the labels hold one class), ``nll`` and ``ece`` (``n_bins`` equal-width bins) of
-    ``logits`` against ``labels``."""
-    z = torch.as_tensor(logits, dtype=torch.float64)
-    y = torch.as_tensor(labels).long()
-    p = torch.softmax(z, dim=1)
-    try:
-        area = auc(p, y)
-    except DataError:  # one class in the fold: AUC undefined, the rest still meaningful
-        area = None
-    return {"acc": float((p.argmax(dim=1) == y).double().mean()), "auc": area, "nll": nll(z, y),
-            "ece": ece(p, y, n_bins=n_bins, strategy="width")}
+    ``logits`` against ``labels``: :func:`~transferlab.analysis.calibration.logit_metrics`' numbers of a test fold."""
+    metrics = logit_metrics(logits, labels, n_bins)
+    return {key: metrics[key] for key in METRICS}
 
 
 def evaluate_cell(run_dir: str | Path, data_root: str | Path | None = None, n_bins: int = N_BINS) -> dict[str, Any]:

@@ -80,17 +80,10 @@ def method_config(config: Config) -> MethodConfig:
 
 
 def resolved_config(config: Config) -> dict[str, Any]:
-    """The fully resolved config, as a run saves it: every default filled in, the method's included, and
-    ``data.mean``/``data.std: train`` replaced by the numbers :func:`build` computed for this config (they stay
-    ``train`` until it has), so a saved run reproduces its input transform without its training data."""
-    resolved = {**config.model_dump(mode="json"), "method": method_config(config).model_dump(mode="json")}
-    statistics = _TRAIN_STATISTICS.get(_statistics_key(config)) if _wants_train_statistics(config) else None
-    if statistics is not None:
-        data = resolved["data"]
-        for key, values in zip(("mean", "std"), statistics):
-            if data[key] == "train":
-                data[key] = list(values)
-    return resolved
+    """The fully resolved config, as a run saves it: every default filled in, the method's included. A run saves its
+    experiment's config, where :func:`build` has replaced ``data.mean``/``data.std: train`` by the numbers
+    (:func:`with_train_statistics`), so a saved run reproduces its input transform without its training data."""
+    return {**config.model_dump(mode="json"), "method": method_config(config).model_dump(mode="json")}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -301,10 +294,9 @@ def _input_settings(config: Config, source) -> str:
     return f"data.channels={config.data.channels}, data.image_size={config.data.image_size}"
 
 
-def make_modality(config: Config, kind: str, sets: list, train_set=None) -> tl_data.Modality:
-    """The data section's settings for ``kind`` as a :class:`~transferlab.data.modality.Modality`. ``train_set``
-    (the source training set) is what ``data.mean``/``data.std: train`` are computed from; without it they must be
-    numbers (a saved run's config holds them)."""
+def make_modality(config: Config, kind: str, sets: list) -> tl_data.Modality:
+    """The data section's settings for ``kind`` as a :class:`~transferlab.data.modality.Modality`. Image statistics
+    given as ``train`` must have been computed first (:func:`with_train_statistics`, which :func:`build` calls)."""
     c = config
     if kind != "image" and (c.data.intensity is not None or _wants_train_statistics(c)):
         option = "data.intensity" if c.data.intensity is not None else "data.mean/data.std: train"
@@ -325,35 +317,41 @@ def make_modality(config: Config, kind: str, sets: list, train_set=None) -> tl_d
         return tl_data.Text(tl_data.load_tokenizer(name), c.data.text.max_length, c.data.text.cache)
     if kind == "audio":
         return tl_data.Audio(c.data.audio.sample_rate, c.data.audio.normalize, c.data.audio.max_seconds)
+    if _wants_train_statistics(c):
+        raise ConfigError("data.mean/data.std: train are computed from the source training set when a run is built; "
+                          "here no training set is loaded, so give the numbers (a finished run's config.json holds "
+                          "them)")
     size = _check_images(sets, c)
     channels = c.data.channels
     for key in ("mean", "std"):
         values = getattr(c.data, key)
-        if values != "train" and len(values) not in (1, channels):
+        if len(values) not in (1, channels):
             raise ConfigError(f"data.{key} has {len(values)} values; give 1 or data.channels={channels}")
     intensity = c.data.intensity
     window = tuple(intensity.window) if intensity is not None and intensity.window is not None else None
     percentile = tuple(intensity.percentile) if intensity is not None and intensity.percentile is not None else None
-    mean, std = c.data.mean, c.data.std
-    if _wants_train_statistics(c):
-        if train_set is None:
-            raise ConfigError("data.mean/data.std: train are computed from the source training set when a run is "
-                              "built; here no training set is loaded, so give the numbers (a finished run's "
-                              "config.json holds them)")
-        unscaled = tl_data.Image(channels, size, (0.0,) * channels, (1.0,) * channels, window, percentile)
-        statistics = train_statistics(train_set, unscaled.transform, eval_device(c))
-        _TRAIN_STATISTICS[_statistics_key(c)] = statistics
-        mean = statistics[0] if mean == "train" else mean
-        std = statistics[1] if std == "train" else std
     expand = lambda v: tuple(v) * (channels if len(v) == 1 else 1)  # noqa: E731
-    return tl_data.Image(channels, size, expand(mean), expand(std), window, percentile)
+    return tl_data.Image(channels, size, expand(c.data.mean), expand(c.data.std), window, percentile)
 
+
+def with_train_statistics(config: Config, train_set, sets: list) -> Config:
+    """``config`` with ``data.mean``/``data.std: train`` replaced by the per-channel statistics of ``train_set`` (the
+    source training set) as the image transform delivers it (intensity mapping, resize, channels; not normalised):
+    the config a run is trained, saved and evaluated with. Evaluation sets are never read."""
+    if not _wants_train_statistics(config):
+        return config
+    unscaled = config.model_copy(update={"data": config.data.model_copy(update={"mean": [0.0], "std": [1.0]})})
+    modality = make_modality(unscaled, "image", sets)
+    mean, std = train_statistics(train_set, modality.transform, eval_device(config))
+    data = config.data.model_copy(update={"mean": mean if config.data.mean == "train" else config.data.mean,
+                                          "std": std if config.data.std == "train" else config.data.std})
+    return config.model_copy(update={"data": data})
 
 
 def same_config(saved: dict[str, Any], config: Config) -> bool:
     """Whether a run folder's saved ``config.json`` (``saved``) is ``config``'s run: equal once resolved, where numbers
-    saved for ``data.mean``/``data.std`` match ``train`` (they are what ``train`` computed from the same data; a
-    process that has not built the config yet cannot know them without loading the training set)."""
+    saved for ``data.mean``/``data.std`` match ``train`` (they are what ``train`` computed from the same data, and
+    knowing them would mean loading the training set)."""
     try:
         previous = _resolved(saved)
     except (TransferlabError, ValueError):  # unreadable, or a config this version no longer takes
@@ -364,19 +362,8 @@ def same_config(saved: dict[str, Any], config: Config) -> bool:
             previous["data"][key] = "train"
     return previous == current
 
-_TRAIN_STATISTICS: dict[str, tuple[list[float], list[float]]] = {}
-"""``data.mean``/``data.std: train`` as last computed by :func:`make_modality`, by :func:`_statistics_key`; what
-:func:`resolved_config` writes into a run's saved config."""
-
-
 def _wants_train_statistics(config: Config) -> bool:
     return config.data.mean == "train" or config.data.std == "train"
-
-
-def _statistics_key(config: Config) -> str:
-    """Everything in a config that the training set's statistics depend on."""
-    data = config.data.model_dump(mode="json", include={"root", "source", "image_size", "channels", "intensity"})
-    return json.dumps([config.seed, data], sort_keys=True)
 
 
 def train_statistics(dataset, transform, device: torch.device | str = "cpu", chunk_elements: int = 1 << 22,
@@ -456,8 +443,10 @@ def build(config: Config, data_root: str | Path | None = None) -> Experiment:
     if len(set(kinds.values())) > 1:
         raise DataError(f"the sets are of different kinds ({kinds}); one model takes one kind of input")
     kind = next(iter(kinds.values()))
-    modality = make_modality(c, kind, [d for d in (source, target, test, *extra.values()) if d is not None],
-                             train_set=source)
+    sets = [d for d in (source, target, test, *extra.values()) if d is not None]
+    if kind == "image":
+        c = with_train_statistics(c, source, sets)  # the numbers, in the config the run saves
+    modality = make_modality(c, kind, sets)
     source, target, test = (modality.prepare(d) if d is not None else None for d in (source, target, test))
     extra = {label: modality.prepare(d) for label, d in extra.items()}
     task = None
@@ -692,7 +681,8 @@ def train(config: Config, out_dir: str | Path | None, *, data_root: str | Path |
         extra["test_set"] = f"{experiment.test.name}/{experiment.test.part}"
     trainer = experiment.trainer(out_dir, progress=progress, echo=echo, result_extra=extra)
     if out_dir is not None:
-        trainer.prepare_run(resolved_config(config), resume=resume, overwrite=overwrite, normalize=_resolved)
+        trainer.prepare_run(resolved_config(experiment.config), resume=resume, overwrite=overwrite,
+                            normalize=_resolved)
         vocab = getattr(experiment.method, "vocab", None)
         if vocab is not None and trainer.is_main:  # the CTC run's characters (a transformers tokenizer) and groups
             vocab.save(out_dir)

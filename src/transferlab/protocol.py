@@ -27,18 +27,11 @@ from .config import Config, DomainConfig, TransferConfig
 from .engine.checkpoint import atomic_write_json, atomic_write_text
 from .engine.pool import run_in_pool, worker_threads
 from .errors import ConfigError
-from .experiment import load_config, method_config, train
+from .experiment import load_config, method_config, read_run_config, train  # read_run_config: also for reports
 from .methods import METHODS
 
 STRATEGIES = ("probe", "finetune", "scratch")
 Labels = int | str  # a number of labels per class, or "all"
-
-
-def read_run_config(run_dir: str | Path) -> Config:
-    """A finished (pretraining) run's config: :func:`transferlab.experiment.read_run_config`."""
-    from .experiment import read_run_config as read
-
-    return read(run_dir)
 
 
 def _input_size(config: Config, data_root: str | Path | None) -> int | None:
